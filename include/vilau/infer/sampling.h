@@ -1,0 +1,44 @@
+#pragma once
+// Sampling settings (SPEC §4.1, §4.3). Defaults are those of the official inference.py:
+// images sample with CFG 3, top-k 900 then top-p 0.96; chat answers with
+// temperature 0.9 and top-p 0.6.
+#include <cstdint>
+#include <string>
+
+#include "vilau/core/config.h"
+
+namespace vilau {
+
+struct SamplerConfig {
+  double temperature = 1.0;  // 0 means greedy
+  int64_t top_k = 0;         // 0 disables
+  double top_p = 1.0;        // 1 disables
+
+  template <class V>
+  void visit(V& v) {
+    v.field("temperature", temperature);
+    v.field("top_k", top_k);
+    v.field("top_p", top_p);
+  }
+  void validate(const std::string& path) const;
+};
+
+struct SamplingConfig {
+  double cfg_scale = 3.0;
+  SamplerConfig image{1.0, 900, 0.96};
+  SamplerConfig text{0.9, 0, 0.6};
+  int64_t max_new_tokens = 512;
+  int64_t seed = 0;
+
+  template <class V>
+  void visit(V& v) {
+    v.field("cfg_scale", cfg_scale);
+    v.field("image", image);
+    v.field("text", text);
+    v.field("max_new_tokens", max_new_tokens);
+    v.field("seed", seed);
+  }
+  void validate(const std::string& path = "sampling") const;
+};
+
+}  // namespace vilau

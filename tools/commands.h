@@ -1,0 +1,10 @@
+#pragma once
+// Each subcommand adds itself to the app through one of these; main.cpp lists them all.
+#include <CLI/CLI.hpp>
+
+namespace vilau::cli {
+
+void add_info_command(CLI::App& app);
+void add_config_command(CLI::App& app);
+
+}  // namespace vilau::cli
