@@ -30,9 +30,22 @@ if(Torch_VERSION VERSION_LESS 2.0)
   message(FATAL_ERROR "vilau: LibTorch ${Torch_VERSION} found in ${Torch_DIR}; 2.x is required.")
 endif()
 
+# vilau is C++17, but LibTorch 2.14 and newer refuse to compile below C++20.
+if(Torch_VERSION VERSION_GREATER_EQUAL 2.14 AND CMAKE_CXX_STANDARD LESS 20)
+  set(CMAKE_CXX_STANDARD 20)
+  message(STATUS "vilau: LibTorch ${Torch_VERSION} requires C++20; building as C++20")
+endif()
+
 # CUDA-only code (NCCL process groups, CUDA graphs) compiles only against a CUDA LibTorch.
 if(TORCH_CUDA_LIBRARIES OR TARGET torch_cuda)
   set(VILAU_WITH_CUDA ON)
+  # A pip-installed CUDA torch keeps the CUDA library headers (cusparse.h, cublas_v2.h,
+  # nccl.h, ...) that ATen/cuda includes in site-packages/nvidia/*/include, not in the
+  # toolkit, which may lack some of them.
+  file(GLOB _vilau_nvidia_includes "${Torch_DIR}/../../../../nvidia/*/include")
+  if(_vilau_nvidia_includes)
+    set_property(TARGET torch APPEND PROPERTY INTERFACE_INCLUDE_DIRECTORIES ${_vilau_nvidia_includes})
+  endif()
 else()
   set(VILAU_WITH_CUDA OFF)
 endif()

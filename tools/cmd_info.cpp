@@ -13,7 +13,7 @@
 #include "vilau/version.h"
 
 #ifdef VILAU_WITH_CUDA
-#include <ATen/cuda/CUDAContext.h>
+#include <cuda_runtime_api.h>
 #include <dlfcn.h>
 #endif
 
@@ -47,13 +47,17 @@ nlohmann::json devices_info() {
 #ifdef VILAU_WITH_CUDA
   if (torch::cuda::is_available()) {
     for (int i = 0; i < static_cast<int>(torch::cuda::device_count()); ++i) {
-      const cudaDeviceProp* prop = at::cuda::getDeviceProperties(i);
+      cudaDeviceProp prop{};
+      if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) {
+        devices.push_back({{"type", "cuda"}, {"index", i}, {"error", "cudaGetDeviceProperties failed"}});
+        continue;
+      }
       devices.push_back({{"type", "cuda"},
                          {"index", i},
-                         {"name", prop->name},
-                         {"memory_gib", static_cast<double>(prop->totalGlobalMem) / (1 << 30)},
-                         {"compute_capability", std::to_string(prop->major) + "." +
-                                                    std::to_string(prop->minor)}});
+                         {"name", prop.name},
+                         {"memory_gib", static_cast<double>(prop.totalGlobalMem) / (1 << 30)},
+                         {"compute_capability", std::to_string(prop.major) + "." +
+                                                    std::to_string(prop.minor)}});
     }
   }
 #endif
