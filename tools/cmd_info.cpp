@@ -3,9 +3,8 @@
 #include <torch/torch.h>
 #include <torch/version.h>
 
-#include <nlohmann/json.hpp>
-
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "build_info.h"
@@ -49,15 +48,16 @@ nlohmann::json devices_info() {
     for (int i = 0; i < static_cast<int>(torch::cuda::device_count()); ++i) {
       cudaDeviceProp prop{};
       if (cudaGetDeviceProperties(&prop, i) != cudaSuccess) {
-        devices.push_back({{"type", "cuda"}, {"index", i}, {"error", "cudaGetDeviceProperties failed"}});
+        devices.push_back(
+            {{"type", "cuda"}, {"index", i}, {"error", "cudaGetDeviceProperties failed"}});
         continue;
       }
-      devices.push_back({{"type", "cuda"},
-                         {"index", i},
-                         {"name", prop.name},
-                         {"memory_gib", static_cast<double>(prop.totalGlobalMem) / (1 << 30)},
-                         {"compute_capability", std::to_string(prop.major) + "." +
-                                                    std::to_string(prop.minor)}});
+      devices.push_back(
+          {{"type", "cuda"},
+           {"index", i},
+           {"name", prop.name},
+           {"memory_gib", static_cast<double>(prop.totalGlobalMem) / (1 << 30)},
+           {"compute_capability", std::to_string(prop.major) + "." + std::to_string(prop.minor)}});
     }
   }
 #endif
@@ -115,7 +115,8 @@ void print_text(const nlohmann::json& info) {
 }  // namespace
 
 void add_info_command(CLI::App& app) {
-  CLI::App* info = app.add_subcommand("info", "Report LibTorch, CUDA, cuDNN, NCCL, devices and build flags");
+  CLI::App* info =
+      app.add_subcommand("info", "Report LibTorch, CUDA, cuDNN, NCCL, devices and build flags");
   auto json = std::make_shared<bool>(false);
   info->add_flag("--json", *json, "Print one JSON object");
   info->callback([json] {

@@ -6,5 +6,7 @@ namespace vilau::cli {
 
 void add_info_command(CLI::App& app);
 void add_config_command(CLI::App& app);
+void add_inspect_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
 
 }  // namespace vilau::cli

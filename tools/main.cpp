@@ -1,7 +1,7 @@
 // The `vilau` command line. Subcommands are registered in kCommands, nowhere else.
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
 
@@ -16,6 +16,8 @@ using AddCommand = void (*)(CLI::App&);
 constexpr AddCommand kCommands[] = {
     vilau::cli::add_info_command,
     vilau::cli::add_config_command,
+    vilau::cli::add_inspect_command,
+    vilau::cli::add_bench_command,
 };
 
 }  // namespace

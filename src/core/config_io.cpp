@@ -21,7 +21,8 @@ struct ConfigReader::Frame {
 
 namespace {
 
-[[noreturn]] void wrong_type(const ConfigNode& node, const std::string& path, const char* expected) {
+[[noreturn]] void wrong_type(const ConfigNode& node, const std::string& path,
+                             const char* expected) {
   throw ConfigError(describe(node.where(), "key '" + path + "'", expected, node.describe_found()));
 }
 

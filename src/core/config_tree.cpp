@@ -94,9 +94,9 @@ ConfigNode parse_text(const std::string& text, const std::string& origin) {
   try {
     doc = YAML::Load(text);
   } catch (const YAML::Exception& e) {
-    throw ConfigError(describe(origin + ":" + std::to_string(e.mark.line + 1) + ":" +
-                                   std::to_string(e.mark.column + 1),
-                               "malformed YAML: " + e.msg));
+    throw ConfigError(describe(
+        origin + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1),
+        "malformed YAML: " + e.msg));
   }
   ConfigNode root = convert(doc, origin);
   if (root.kind == ConfigNode::Kind::null) {  // an empty file is an empty config
@@ -104,8 +104,8 @@ ConfigNode parse_text(const std::string& text, const std::string& origin) {
     root.line = root.column = 1;
   }
   if (root.kind != ConfigNode::Kind::map) {
-    throw ConfigError(describe(root.where(), "top level of a config", "a mapping",
-                               root.describe_found()));
+    throw ConfigError(
+        describe(root.where(), "top level of a config", "a mapping", root.describe_found()));
   }
   return root;
 }
@@ -140,7 +140,8 @@ std::string read_file(const fs::path& path, const std::string& context) {
   return text.str();
 }
 
-ConfigNode load_file(const fs::path& path, std::vector<fs::path>& chain, const std::string& context) {
+ConfigNode load_file(const fs::path& path, std::vector<fs::path>& chain,
+                     const std::string& context) {
   const std::string text = read_file(path, context);
   const fs::path canonical = fs::weakly_canonical(path);
   if (std::find(chain.begin(), chain.end(), canonical) != chain.end()) {
@@ -166,8 +167,8 @@ ConfigNode load_file(const fs::path& path, std::vector<fs::path>& chain, const s
     } else if (defaults.kind == ConfigNode::Kind::sequence) {
       parents = defaults.items;
     } else {
-      throw ConfigError(describe(defaults.where(), "defaults", "a file name or a list of file names",
-                                 defaults.describe_found()));
+      throw ConfigError(describe(defaults.where(), "defaults",
+                                 "a file name or a list of file names", defaults.describe_found()));
     }
     for (const ConfigNode& parent : parents) {
       if (parent.kind != ConfigNode::Kind::scalar) {
@@ -212,7 +213,8 @@ void apply_override(ConfigNode& root, const std::string& text) {
   std::vector<std::string> keys;
   while (std::getline(parts, key, '.')) {
     if (key.empty()) {
-      throw ConfigError(describe("override '--set " + text + "'", "empty key in path '" + path + "'"));
+      throw ConfigError(
+          describe("override '--set " + text + "'", "empty key in path '" + path + "'"));
     }
     keys.push_back(key);
   }
@@ -221,8 +223,9 @@ void apply_override(ConfigNode& root, const std::string& text) {
       node->kind = ConfigNode::Kind::map;
     }
     if (node->kind != ConfigNode::Kind::map) {
-      throw ConfigError(describe("override '--set " + text + "'", "cannot descend into '" + walked + "'",
-                                 "a mapping", node->describe_found()));
+      throw ConfigError(describe("override '--set " + text + "'",
+                                 "cannot descend into '" + walked + "'", "a mapping",
+                                 node->describe_found()));
     }
     ConfigNode* child = node->find(keys[i]);
     if (child == nullptr) {

@@ -35,11 +35,12 @@ DType from_scalar_type(c10::ScalarType type) {
   for (const auto& entry : kScalarTypes) {
     known += (known.empty() ? "" : ", ") + std::string(dtype_name(entry.first));
   }
-  throw FormatError(describe("safetensors", "unsupported tensor dtype", "one of " + known,
-                             c10::toString(type)));
+  throw FormatError(
+      describe("safetensors", "unsupported tensor dtype", "one of " + known, c10::toString(type)));
 }
 
-SafetensorsFile::SafetensorsFile(std::string path, std::shared_ptr<MappedFile> map, SafetensorsHeader header)
+SafetensorsFile::SafetensorsFile(std::string path, std::shared_ptr<MappedFile> map,
+                                 SafetensorsHeader header)
     : path_(std::move(path)), map_(std::move(map)), header_(std::move(header)) {
   for (size_t i = 0; i < header_.tensors.size(); ++i) {
     index_[header_.tensors[i].name] = i;
@@ -71,7 +72,8 @@ at::Tensor SafetensorsFile::view(const TensorInfo& info) const {
     return copy;
   }
   auto keep_alive = map_;
-  return torch::from_blob(ptr, info.shape, [keep_alive](void*) {}, options);
+  return torch::from_blob(
+      ptr, info.shape, [keep_alive](void*) {}, options);
 }
 
 at::Tensor SafetensorsFile::tensor(const std::string& name) const {

@@ -24,11 +24,10 @@ struct DTypeEntry {
 };
 
 constexpr DTypeEntry kDTypes[] = {
-    {DType::F64, "F64", 8},  {DType::F32, "F32", 4},
-    {DType::F16, "F16", 2},    {DType::BF16, "BF16", 2},
-    {DType::I64, "I64", 8},    {DType::I32, "I32", 4},
-    {DType::I16, "I16", 2},   {DType::I8, "I8", 1},
-    {DType::U8, "U8", 1},      {DType::BOOL, "BOOL", 1},
+    {DType::F64, "F64", 8},   {DType::F32, "F32", 4}, {DType::F16, "F16", 2},
+    {DType::BF16, "BF16", 2}, {DType::I64, "I64", 8}, {DType::I32, "I32", 4},
+    {DType::I16, "I16", 2},   {DType::I8, "I8", 1},   {DType::U8, "U8", 1},
+    {DType::BOOL, "BOOL", 1},
 };
 
 const DTypeEntry& entry(DType dtype) { return kDTypes[static_cast<int>(dtype)]; }
@@ -55,14 +54,17 @@ uint64_t read_u64_le(const char* p) {
   return v;
 }
 
-TensorInfo parse_tensor(const std::string& name, const nlohmann::json& spec, const std::string& where) {
+TensorInfo parse_tensor(const std::string& name, const nlohmann::json& spec,
+                        const std::string& where) {
   const std::string tensor = where + ": tensor '" + name + "'";
   if (!spec.is_object()) {
-    throw FormatError(describe(tensor, "entry", "an object with dtype, shape, data_offsets", spec.type_name()));
+    throw FormatError(
+        describe(tensor, "entry", "an object with dtype, shape, data_offsets", spec.type_name()));
   }
   for (const auto& [key, value] : spec.items()) {
     if (key != "dtype" && key != "shape" && key != "data_offsets") {
-      throw FormatError(describe(tensor, "unknown field '" + key + "'", "dtype, shape, data_offsets"));
+      throw FormatError(
+          describe(tensor, "unknown field '" + key + "'", "dtype, shape, data_offsets"));
     }
   }
   TensorInfo info;
@@ -70,19 +72,22 @@ TensorInfo parse_tensor(const std::string& name, const nlohmann::json& spec, con
 
   const auto dtype = spec.find("dtype");
   if (dtype == spec.end() || !dtype->is_string()) {
-    throw FormatError(describe(tensor, "dtype", "a string", dtype == spec.end() ? "nothing" : dtype->dump()));
+    throw FormatError(
+        describe(tensor, "dtype", "a string", dtype == spec.end() ? "nothing" : dtype->dump()));
   }
   const std::string dtype_text = dtype->get<std::string>();
   const auto* found = std::find_if(std::begin(kDTypes), std::end(kDTypes),
                                    [&](const DTypeEntry& e) { return dtype_text == e.name; });
   if (found == std::end(kDTypes)) {
-    throw FormatError(describe(tensor, "unknown dtype", "one of " + known_dtypes(), "'" + dtype_text + "'"));
+    throw FormatError(
+        describe(tensor, "unknown dtype", "one of " + known_dtypes(), "'" + dtype_text + "'"));
   }
   info.dtype = found->dtype;
 
   const auto shape = spec.find("shape");
   if (shape == spec.end() || !shape->is_array()) {
-    throw FormatError(describe(tensor, "shape", "a list of sizes", shape == spec.end() ? "nothing" : shape->dump()));
+    throw FormatError(describe(tensor, "shape", "a list of sizes",
+                               shape == spec.end() ? "nothing" : shape->dump()));
   }
   uint64_t numel = 1;
   for (const auto& dim : *shape) {
@@ -110,11 +115,11 @@ TensorInfo parse_tensor(const std::string& name, const nlohmann::json& spec, con
   uint64_t bytes = 0;
   if (__builtin_mul_overflow(numel, static_cast<uint64_t>(found->size), &bytes) ||
       bytes != info.end - info.begin) {
-    throw FormatError(describe(tensor, "shape " + shape_text(info.shape) + " of " + found->name,
-                               std::to_string(numel) + " elements x " + std::to_string(found->size) +
-                                   " bytes = " + std::to_string(bytes) + " bytes",
-                               std::to_string(info.end - info.begin) + " bytes in data_offsets " +
-                                   offsets->dump()));
+    throw FormatError(describe(
+        tensor, "shape " + shape_text(info.shape) + " of " + found->name,
+        std::to_string(numel) + " elements x " + std::to_string(found->size) +
+            " bytes = " + std::to_string(bytes) + " bytes",
+        std::to_string(info.end - info.begin) + " bytes in data_offsets " + offsets->dump()));
   }
   return info;
 }
@@ -145,21 +150,22 @@ SafetensorsHeader parse_safetensors_header(const char* bytes, uint64_t size, uin
                                "a header length of " + std::to_string(header_len)));
   }
   if (header_len > kMaxHeaderBytes) {
-    throw FormatError(describe(path, "header too large", "at most 100 MB", std::to_string(header_len) + " bytes"));
+    throw FormatError(describe(path, "header too large", "at most 100 MB",
+                               std::to_string(header_len) + " bytes"));
   }
 
   // nlohmann keeps the last of two equal keys silently; a duplicate tensor name must fail.
   std::set<std::string> names;
-  nlohmann::json::parser_callback_t reject_duplicates = [&](int depth, nlohmann::json::parse_event_t event,
-                                                            nlohmann::json& parsed) {
-    if (depth == 1 && event == nlohmann::json::parse_event_t::key) {
-      const std::string name = parsed.get<std::string>();
-      if (!names.insert(name).second) {
-        throw FormatError(describe(path, "duplicate tensor name '" + name + "' in the header"));
-      }
-    }
-    return true;
-  };
+  nlohmann::json::parser_callback_t reject_duplicates =
+      [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+        if (depth == 1 && event == nlohmann::json::parse_event_t::key) {
+          const std::string name = parsed.get<std::string>();
+          if (!names.insert(name).second) {
+            throw FormatError(describe(path, "duplicate tensor name '" + name + "' in the header"));
+          }
+        }
+        return true;
+      };
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_len, reject_duplicates);
@@ -201,7 +207,8 @@ SafetensorsHeader parse_safetensors_header(const char* bytes, uint64_t size, uin
                                  std::to_string(t.end)));
     }
     if (t.begin < cursor) {
-      throw FormatError(describe(path + ": tensor '" + t.name + "'", "data overlaps the previous tensor",
+      throw FormatError(describe(path + ": tensor '" + t.name + "'",
+                                 "data overlaps the previous tensor",
                                  "begin >= " + std::to_string(cursor), std::to_string(t.begin)));
     }
     if (t.begin > cursor) {

@@ -63,19 +63,22 @@ TensorStore TensorStore::open(const std::string& path) {
   const nlohmann::json index = read_json(p);
   const auto map = index.find("weight_map");
   if (!index.is_object() || map == index.end() || !map->is_object()) {
-    throw FormatError(describe(p.string(), "index", "an object with a \"weight_map\" object", "none"));
+    throw FormatError(
+        describe(p.string(), "index", "an object with a \"weight_map\" object", "none"));
   }
   std::map<std::string, std::string> listed;  // tensor -> shard file
   std::map<std::string, size_t> shard_ids;
   for (const auto& [tensor, file] : map->items()) {
     if (!file.is_string()) {
-      throw FormatError(describe(p.string(), "weight_map['" + tensor + "']", "a file name", file.dump()));
+      throw FormatError(
+          describe(p.string(), "weight_map['" + tensor + "']", "a file name", file.dump()));
     }
     listed[tensor] = file.get<std::string>();
     if (shard_ids.count(listed[tensor]) == 0) {
       const fs::path shard = p.parent_path() / listed[tensor];
       if (!fs::exists(shard)) {
-        throw IoError(describe(p.string(), "index points at a missing shard '" + listed[tensor] + "'",
+        throw IoError(describe(p.string(),
+                               "index points at a missing shard '" + listed[tensor] + "'",
                                "the file " + shard.string(), "no such file"));
       }
       shard_ids[listed[tensor]] = store.files_.size();
@@ -86,16 +89,18 @@ TensorStore TensorStore::open(const std::string& path) {
     for (const TensorInfo& t : store.files_[id].tensors()) {
       const auto it = listed.find(t.name);
       if (it == listed.end() || it->second != file) {
-        throw FormatError(describe(store.files_[id].path(), "tensor '" + t.name + "' is not in the index",
-                                   it == listed.end() ? "an entry in " + p.string() : "it in " + it->second,
-                                   "it in this shard"));
+        throw FormatError(
+            describe(store.files_[id].path(), "tensor '" + t.name + "' is not in the index",
+                     it == listed.end() ? "an entry in " + p.string() : "it in " + it->second,
+                     "it in this shard"));
       }
       store.where_[t.name] = id;
     }
   }
   for (const auto& [tensor, file] : listed) {
     if (store.where_.count(tensor) == 0) {
-      throw FormatError(describe(p.string(), "tensor '" + tensor + "' listed for shard '" + file + "'",
+      throw FormatError(describe(p.string(),
+                                 "tensor '" + tensor + "' listed for shard '" + file + "'",
                                  "it in that shard", "no such tensor there"));
     }
   }
@@ -114,7 +119,8 @@ std::vector<std::string> TensorStore::names() const {
 const TensorInfo& TensorStore::info(const std::string& name) const {
   const auto it = where_.find(name);
   if (it == where_.end()) {
-    throw IoError(describe(files_.empty() ? "checkpoint" : files_[0].path(), "no tensor named '" + name + "'"));
+    throw IoError(describe(files_.empty() ? "checkpoint" : files_[0].path(),
+                           "no tensor named '" + name + "'"));
   }
   return *files_[it->second].find(name);
 }
@@ -180,7 +186,8 @@ std::vector<std::string> save_sharded(const std::string& dir, const NamedTensors
   const std::regex ours("^" + base + R"((-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?$)");
   for (const auto& file : fs::directory_iterator(dir)) {
     const std::string name = file.path().filename().string();
-    if (std::regex_match(name, ours) && std::find(written.begin(), written.end(), name) == written.end()) {
+    if (std::regex_match(name, ours) &&
+        std::find(written.begin(), written.end(), name) == written.end()) {
       fs::remove(file.path());
     }
   }

@@ -32,7 +32,8 @@ void SiglipTextConfig::validate(const std::string& path) const {
   config_check(max_positions > 0, path + ".max_positions", "a positive length",
                std::to_string(max_positions));
   check_heads(path, hidden_size, num_heads);
-  config_check(num_layers > 0, path + ".num_layers", "a positive count", std::to_string(num_layers));
+  config_check(num_layers > 0, path + ".num_layers", "a positive count",
+               std::to_string(num_layers));
 }
 
 void QuantizerConfig::validate(const std::string& path) const {
@@ -60,8 +61,8 @@ void VisionTowerConfig::validate(const std::string& path) const {
   const int64_t latent = decoder.latent_shape.empty() ? vision.grid() : decoder.latent_shape[0];
   const int64_t decoded = latent << (decoder.ch_mult.size() - 1);
   config_check(decoded == decoder.resolution, path + ".decoder.resolution",
-               std::to_string(latent) + " x 2^" + std::to_string(decoder.ch_mult.size() - 1) + " = " +
-                   std::to_string(decoded),
+               std::to_string(latent) + " x 2^" + std::to_string(decoder.ch_mult.size() - 1) +
+                   " = " + std::to_string(decoded),
                std::to_string(decoder.resolution));
   config_check(decoder.resolution == vision.image_size, path + ".decoder.resolution",
                "vision.image_size " + std::to_string(vision.image_size),

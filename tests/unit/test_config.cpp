@@ -70,15 +70,16 @@ TEST(Config, SeveralParentsMergeInOrder) {
   const Config c = load_run_config(kData + "two_parents.yaml");
   ASSERT_TRUE(c.model && c.sampling);
   EXPECT_EQ(c.model->name, "vila-u-tiny");
-  EXPECT_EQ(c.sampling->text.temperature, 0.0);   // greedy.yaml
-  EXPECT_EQ(c.sampling->image.top_k, 900);        // default.yaml, via greedy.yaml
-  EXPECT_EQ(c.sampling->seed, 7);                 // this file
+  EXPECT_EQ(c.sampling->text.temperature, 0.0);  // greedy.yaml
+  EXPECT_EQ(c.sampling->image.top_k, 900);       // default.yaml, via greedy.yaml
+  EXPECT_EQ(c.sampling->seed, 7);                // this file
 }
 
 TEST(Config, OverridesReplaceValuesAndLists) {
-  const Config c = load_run_config(kPresets + "tiny.yaml",
-                                   {"model.llm.num_layers=5", "model.vision_tower.decoder.ch_mult=[1,2,2,2]",
-                                    "model.name=renamed", "sampling.cfg_scale=1.5"});
+  const Config c =
+      load_run_config(kPresets + "tiny.yaml",
+                      {"model.llm.num_layers=5", "model.vision_tower.decoder.ch_mult=[1,2,2,2]",
+                       "model.name=renamed", "sampling.cfg_scale=1.5"});
   EXPECT_EQ(c.model->llm.num_layers, 5);
   EXPECT_EQ(c.model->vision_tower.decoder.ch_mult, (std::vector<int64_t>{1, 2, 2, 2}));
   EXPECT_EQ(c.model->name, "renamed");
@@ -88,9 +89,11 @@ TEST(Config, OverridesReplaceValuesAndLists) {
 }
 
 TEST(Config, UnknownKeyNamesFileLineAndKnownKeys) {
-  const std::string msg = error_of<ConfigError>([] { load_run_config(kData + "unknown_key.yaml"); });
-  EXPECT_THAT(msg, AllOf(HasSubstr("unknown_key.yaml:4:5"), HasSubstr("unknown key 'model.llm.hiden_size'"),
-                         HasSubstr("one of: vocab_size, hidden_size")));
+  const std::string msg =
+      error_of<ConfigError>([] { load_run_config(kData + "unknown_key.yaml"); });
+  EXPECT_THAT(
+      msg, AllOf(HasSubstr("unknown_key.yaml:4:5"), HasSubstr("unknown key 'model.llm.hiden_size'"),
+                 HasSubstr("one of: vocab_size, hidden_size")));
 }
 
 TEST(Config, WrongTypeNamesKeyExpectedAndFound) {
@@ -100,13 +103,15 @@ TEST(Config, WrongTypeNamesKeyExpectedAndFound) {
 }
 
 TEST(Config, QuotedNumberIsAString) {
-  const std::string msg = error_of<ConfigError>([] { load_run_config(kData + "quoted_number.yaml"); });
+  const std::string msg =
+      error_of<ConfigError>([] { load_run_config(kData + "quoted_number.yaml"); });
   EXPECT_THAT(msg, AllOf(HasSubstr("quoted_number.yaml:3:3"),
                          HasSubstr("expected an integer, found the string \"7\"")));
 }
 
 TEST(Config, MissingRequiredKey) {
-  const std::string msg = error_of<ConfigError>([] { load_run_config(kData + "missing_required.yaml"); });
+  const std::string msg =
+      error_of<ConfigError>([] { load_run_config(kData + "missing_required.yaml"); });
   EXPECT_THAT(msg, AllOf(HasSubstr("missing_required.yaml:1:1"),
                          HasSubstr("missing required key 'model.vision_tower'")));
 }
@@ -139,20 +144,21 @@ TEST(Config, OverrideOfNonExistentKey) {
   EXPECT_THAT(msg, AllOf(HasSubstr("override '--set model.llm.num_layerz=4'"),
                          HasSubstr("unknown key 'model.llm.num_layerz'"), HasSubstr("num_layers")));
 
-  const std::string top = error_of<ConfigError>(
-      [] { load_run_config(kPresets + "tiny.yaml", {"trainer.lr=1"}); });
+  const std::string top =
+      error_of<ConfigError>([] { load_run_config(kPresets + "tiny.yaml", {"trainer.lr=1"}); });
   EXPECT_THAT(top, HasSubstr("unknown key 'trainer'"));
 }
 
 TEST(Config, MalformedOverrides) {
-  EXPECT_THAT(error_of<ConfigError>([] { load_run_config(kPresets + "tiny.yaml", {"model.name"}); }),
-              HasSubstr("expected KEY.PATH=VALUE, found 'model.name'"));
+  EXPECT_THAT(
+      error_of<ConfigError>([] { load_run_config(kPresets + "tiny.yaml", {"model.name"}); }),
+      HasSubstr("expected KEY.PATH=VALUE, found 'model.name'"));
   EXPECT_THAT(
       error_of<ConfigError>([] { load_run_config(kPresets + "tiny.yaml", {"model.name.x=1"}); }),
       HasSubstr("cannot descend into 'model.name'"));
-  EXPECT_THAT(
-      error_of<ConfigError>([] { load_run_config(kPresets + "tiny.yaml", {"model.llm.num_layers=x"}); }),
-      AllOf(HasSubstr("override '--set model.llm.num_layers=x'"), HasSubstr("found 'x'")));
+  EXPECT_THAT(error_of<ConfigError>(
+                  [] { load_run_config(kPresets + "tiny.yaml", {"model.llm.num_layers=x"}); }),
+              AllOf(HasSubstr("override '--set model.llm.num_layers=x'"), HasSubstr("found 'x'")));
 }
 
 TEST(Config, SemanticValidationNamesFileAndKey) {
@@ -173,8 +179,9 @@ TEST(Config, PrintedConfigReadsBackIdentically) {
   std::ofstream(path) << printed;
   const Config reread = load_run_config(path.string());
   EXPECT_EQ(to_yaml(reread), printed);
-  EXPECT_THAT(printed, AllOf(HasSubstr("latent_shape: [24, 24]"), HasSubstr("rope_scaling_factor: 2.0"),
-                             HasSubstr("name: \"vila-u-7b-384\"")));
+  EXPECT_THAT(printed,
+              AllOf(HasSubstr("latent_shape: [24, 24]"), HasSubstr("rope_scaling_factor: 2.0"),
+                    HasSubstr("name: \"vila-u-7b-384\"")));
   std::filesystem::remove(path);
 }
 

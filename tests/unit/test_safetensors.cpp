@@ -22,7 +22,8 @@ class Safetensors : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = fs::temp_directory_path() /
-           ("vilau_st_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+           ("vilau_st_" +
+            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -111,8 +112,9 @@ TEST_F(Safetensors, ShardedRoundTripAndStaleShardsRemoved) {
   }
   // 1 KiB per tensor, 2.5 KiB per shard: three shards of 2, 2 and 1 tensors.
   const auto files = save_sharded(dir_.string(), tensors, 2560);
-  EXPECT_EQ(files, (std::vector<std::string>{"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
-                                             "model-00003-of-00003.safetensors", "model.safetensors.index.json"}));
+  EXPECT_EQ(files, (std::vector<std::string>{
+                       "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+                       "model-00003-of-00003.safetensors", "model.safetensors.index.json"}));
   std::ifstream index_file(path("model.safetensors.index.json"));
   const auto index = nlohmann::json::parse(index_file);
   EXPECT_EQ(index["metadata"]["total_size"], 5 * 1024);
@@ -134,12 +136,16 @@ TEST_F(Safetensors, ShardedRoundTripAndStaleShardsRemoved) {
 }
 
 TEST_F(Safetensors, SaveRejectsDuplicateNamesAndUnsupportedDtypes) {
-  EXPECT_THAT(error_of([&] {
-                save_safetensors(path("d.safetensors"), {{"x", torch::ones(1)}, {"x", torch::ones(1)}});
-              }),
-              AllOf(HasSubstr("cannot save tensor 'x'"), HasSubstr("found a duplicate")));
-  EXPECT_THAT(error_of([&] { save_safetensors(path("c.safetensors"), {{"z", torch::ones(1, torch::kComplexFloat)}}); }),
-              HasSubstr("unsupported tensor dtype"));
+  EXPECT_THAT(
+      error_of([&] {
+        save_safetensors(path("d.safetensors"), {{"x", torch::ones(1)}, {"x", torch::ones(1)}});
+      }),
+      AllOf(HasSubstr("cannot save tensor 'x'"), HasSubstr("found a duplicate")));
+  EXPECT_THAT(
+      error_of([&] {
+        save_safetensors(path("c.safetensors"), {{"z", torch::ones(1, torch::kComplexFloat)}});
+      }),
+      HasSubstr("unsupported tensor dtype"));
   EXPECT_FALSE(fs::exists(path("d.safetensors")));  // nothing half-written is left
 }
 
@@ -148,7 +154,8 @@ TEST_F(Safetensors, SaveRejectsDuplicateNamesAndUnsupportedDtypes) {
 TEST_F(Safetensors, TooShort) {
   std::ofstream(path("short.safetensors")) << "abc";
   EXPECT_THAT(error_of([&] { SafetensorsFile::open(path("short.safetensors")); }),
-              AllOf(HasSubstr("short.safetensors"), HasSubstr("file too short"), HasSubstr("found 3 bytes")));
+              AllOf(HasSubstr("short.safetensors"), HasSubstr("file too short"),
+                    HasSubstr("found 3 bytes")));
 }
 
 TEST_F(Safetensors, HeaderLongerThanFile) {
@@ -166,27 +173,33 @@ TEST_F(Safetensors, InvalidJson) {
 
 TEST_F(Safetensors, HeaderNotAnObject) {
   const auto p = raw("array.safetensors", "[1, 2]", 0);
-  EXPECT_THAT(error_of([&] { SafetensorsFile::open(p); }), HasSubstr("header: expected a JSON object, found array"));
+  EXPECT_THAT(error_of([&] { SafetensorsFile::open(p); }),
+              HasSubstr("header: expected a JSON object, found array"));
 }
 
 TEST_F(Safetensors, UnknownDtype) {
-  const auto p = raw("dtype.safetensors", R"({"w": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}})", 2);
+  const auto p = raw("dtype.safetensors",
+                     R"({"w": {"dtype": "F8_E4M3", "shape": [2], "data_offsets": [0, 2]}})", 2);
   EXPECT_THAT(error_of([&] { SafetensorsFile::open(p); }),
               AllOf(HasSubstr("dtype.safetensors: tensor 'w'"), HasSubstr("unknown dtype"),
                     HasSubstr("one of F64, F32"), HasSubstr("found 'F8_E4M3'")));
 }
 
 TEST_F(Safetensors, ShapeDisagreesWithByteCount) {
-  const auto p = raw("shape.safetensors", R"({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 20]}})", 20);
-  EXPECT_THAT(error_of([&] { SafetensorsFile::open(p); }),
-              AllOf(HasSubstr("tensor 'w'"), HasSubstr("shape [2, 3] of F32"), HasSubstr("expected 6 elements x 4 bytes = 24 bytes"),
-                    HasSubstr("found 20 bytes")));
+  const auto p = raw("shape.safetensors",
+                     R"({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 20]}})", 20);
+  EXPECT_THAT(
+      error_of([&] { SafetensorsFile::open(p); }),
+      AllOf(HasSubstr("tensor 'w'"), HasSubstr("shape [2, 3] of F32"),
+            HasSubstr("expected 6 elements x 4 bytes = 24 bytes"), HasSubstr("found 20 bytes")));
 }
 
 TEST_F(Safetensors, OffsetsOutOfRange) {
-  const auto p = raw("range.safetensors", R"({"w": {"dtype": "U8", "shape": [8], "data_offsets": [0, 8]}})", 4);
+  const auto p = raw("range.safetensors",
+                     R"({"w": {"dtype": "U8", "shape": [8], "data_offsets": [0, 8]}})", 4);
   EXPECT_THAT(error_of([&] { SafetensorsFile::open(p); }),
-              AllOf(HasSubstr("tensor 'w'"), HasSubstr("data_offsets out of range"), HasSubstr("within the 4 data bytes")));
+              AllOf(HasSubstr("tensor 'w'"), HasSubstr("data_offsets out of range"),
+                    HasSubstr("within the 4 data bytes")));
 }
 
 TEST_F(Safetensors, OverlappingOffsets) {
@@ -195,7 +208,8 @@ TEST_F(Safetensors, OverlappingOffsets) {
                          "b": {"dtype": "U8", "shape": [4], "data_offsets": [2, 6]}})",
                      6);
   EXPECT_THAT(error_of([&] { SafetensorsFile::open(p); }),
-              AllOf(HasSubstr("tensor 'b'"), HasSubstr("overlaps the previous tensor"), HasSubstr("found 2")));
+              AllOf(HasSubstr("tensor 'b'"), HasSubstr("overlaps the previous tensor"),
+                    HasSubstr("found 2")));
 }
 
 TEST_F(Safetensors, GapBetweenTensors) {
@@ -204,11 +218,13 @@ TEST_F(Safetensors, GapBetweenTensors) {
                          "b": {"dtype": "U8", "shape": [2], "data_offsets": [4, 6]}})",
                      6);
   EXPECT_THAT(error_of([&] { SafetensorsFile::open(p); }),
-              AllOf(HasSubstr("tensor 'b'"), HasSubstr("gap in the data section"), HasSubstr("expected begin = 2")));
+              AllOf(HasSubstr("tensor 'b'"), HasSubstr("gap in the data section"),
+                    HasSubstr("expected begin = 2")));
 }
 
 TEST_F(Safetensors, TrailingBytesNoTensorCovers) {
-  const auto p = raw("trail.safetensors", R"({"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}})", 5);
+  const auto p = raw("trail.safetensors",
+                     R"({"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}})", 5);
   EXPECT_THAT(error_of([&] { SafetensorsFile::open(p); }),
               AllOf(HasSubstr("data section has bytes no tensor covers"), HasSubstr("found 5")));
 }
@@ -223,32 +239,39 @@ TEST_F(Safetensors, DuplicateNames) {
 }
 
 TEST_F(Safetensors, NegativeShapeAndBadFields) {
-  const auto neg = raw("neg.safetensors", R"({"a": {"dtype": "U8", "shape": [-2], "data_offsets": [0, 2]}})", 2);
+  const auto neg =
+      raw("neg.safetensors", R"({"a": {"dtype": "U8", "shape": [-2], "data_offsets": [0, 2]}})", 2);
   EXPECT_THAT(error_of([&] { SafetensorsFile::open(neg); }),
               AllOf(HasSubstr("tensor 'a'"), HasSubstr("non-negative integer sizes")));
-  const auto extra = raw("extra.safetensors",
-                         R"({"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2], "strides": [1]}})", 2);
-  EXPECT_THAT(error_of([&] { SafetensorsFile::open(extra); }), HasSubstr("unknown field 'strides'"));
+  const auto extra =
+      raw("extra.safetensors",
+          R"({"a": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2], "strides": [1]}})", 2);
+  EXPECT_THAT(error_of([&] { SafetensorsFile::open(extra); }),
+              HasSubstr("unknown field 'strides'"));
   const auto meta = raw("meta.safetensors", R"({"__metadata__": {"step": 3}})", 0);
-  EXPECT_THAT(error_of([&] { SafetensorsFile::open(meta); }), HasSubstr("__metadata__ 'step': expected a string"));
+  EXPECT_THAT(error_of([&] { SafetensorsFile::open(meta); }),
+              HasSubstr("__metadata__ 'step': expected a string"));
 }
 
 TEST_F(Safetensors, MissingFile) {
-  EXPECT_THAT(error_of([&] { SafetensorsFile::open(path("none.safetensors")); }),
-              AllOf(HasSubstr("none.safetensors"), HasSubstr("cannot open"), HasSubstr("No such file")));
+  EXPECT_THAT(
+      error_of([&] { SafetensorsFile::open(path("none.safetensors")); }),
+      AllOf(HasSubstr("none.safetensors"), HasSubstr("cannot open"), HasSubstr("No such file")));
 }
 
 TEST_F(Safetensors, IndexPointsAtMissingShard) {
   save_sharded(dir_.string(), {{"a", torch::ones(256)}, {"b", torch::ones(256)}}, 1024);
   fs::remove(path("model-00002-of-00002.safetensors"));
-  EXPECT_THAT(error_of([&] { TensorStore::open(dir_.string()); }),
-              AllOf(HasSubstr("model.safetensors.index.json"),
-                    HasSubstr("index points at a missing shard 'model-00002-of-00002.safetensors'")));
+  EXPECT_THAT(
+      error_of([&] { TensorStore::open(dir_.string()); }),
+      AllOf(HasSubstr("model.safetensors.index.json"),
+            HasSubstr("index points at a missing shard 'model-00002-of-00002.safetensors'")));
 }
 
 TEST_F(Safetensors, IndexAndShardsDisagree) {
   // Shard 1 holds a and b, shard 2 holds c.
-  save_sharded(dir_.string(), {{"a", torch::ones(256)}, {"b", torch::ones(256)}, {"c", torch::ones(256)}}, 2048);
+  save_sharded(dir_.string(),
+               {{"a", torch::ones(256)}, {"b", torch::ones(256)}, {"c", torch::ones(256)}}, 2048);
   const std::string index_path = path("model.safetensors.index.json");
   auto index = nlohmann::json::parse(std::ifstream(index_path));
   index["weight_map"]["ghost"] = "model-00001-of-00002.safetensors";
@@ -261,12 +284,14 @@ TEST_F(Safetensors, IndexAndShardsDisagree) {
   index["weight_map"].erase("b");
   std::ofstream(index_path) << index.dump();
   EXPECT_THAT(error_of([&] { TensorStore::open(dir_.string()); }),
-              AllOf(HasSubstr("model-00001-of-00002.safetensors"), HasSubstr("tensor 'b' is not in the index")));
+              AllOf(HasSubstr("model-00001-of-00002.safetensors"),
+                    HasSubstr("tensor 'b' is not in the index")));
 }
 
 TEST_F(Safetensors, FolderWithoutCheckpoint) {
   EXPECT_THAT(error_of([&] { TensorStore::open(dir_.string()); }),
-              AllOf(HasSubstr("no checkpoint in folder"), HasSubstr("model.safetensors or model.safetensors.index.json")));
+              AllOf(HasSubstr("no checkpoint in folder"),
+                    HasSubstr("model.safetensors or model.safetensors.index.json")));
 }
 
 }  // namespace

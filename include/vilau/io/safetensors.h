@@ -4,14 +4,14 @@
 // temporary file renamed into place.
 #include <ATen/core/Tensor.h>
 
-#include "vilau/io/safetensors_header.h"
-
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "vilau/io/safetensors_header.h"
 
 namespace vilau::io {
 
