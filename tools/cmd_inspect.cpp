@@ -17,14 +17,6 @@ namespace vilau::cli {
 
 namespace {
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string out = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    out += (i ? ", " : "") + std::to_string(shape[i]);
-  }
-  return out + "]";
-}
-
 std::string human(double n) {
   const char* units[] = {"", " K", " M", " B"};
   int u = 0;
@@ -46,7 +38,7 @@ void print_table(const std::vector<Row>& rows) {
   std::printf("%-80s %-5s %-22s %14s\n", "tensor", "dtype", "shape", "bytes");
   for (const Row& r : rows) {
     std::printf("%-80s %-5s %-22s %14llu\n", r.name.c_str(), io::dtype_name(r.info->dtype),
-                shape_text(r.info->shape).c_str(),
+                io::shape_text(r.info->shape).c_str(),
                 static_cast<unsigned long long>(r.info->end - r.info->begin));
   }
 }

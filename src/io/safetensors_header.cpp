@@ -40,14 +40,6 @@ std::string known_dtypes() {
   return out;
 }
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string out = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    out += (i ? ", " : "") + std::to_string(shape[i]);
-  }
-  return out + "]";
-}
-
 uint64_t read_u64_le(const char* p) {
   uint64_t v = 0;
   std::memcpy(&v, p, sizeof v);
@@ -125,6 +117,14 @@ TensorInfo parse_tensor(const std::string& name, const nlohmann::json& spec,
 }
 
 }  // namespace
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    out += (i ? ", " : "") + std::to_string(shape[i]);
+  }
+  return out + "]";
+}
 
 const char* dtype_name(DType dtype) { return entry(dtype).name; }
 int64_t dtype_size(DType dtype) { return entry(dtype).size; }

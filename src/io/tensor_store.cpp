@@ -10,24 +10,13 @@
 
 #include "vilau/core/error.h"
 #include "vilau/io/atomic_file.h"
+#include "vilau/io/json_file.h"
 
 namespace fs = std::filesystem;
 
 namespace vilau::io {
 
 namespace {
-
-nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) {
-    throw IoError(describe(path.string(), "cannot open", "an existing JSON file", "no such file"));
-  }
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const nlohmann::json::exception& e) {
-    throw FormatError(describe(path.string(), "invalid JSON", {}, e.what()));
-  }
-}
 
 std::string shard_name(const std::string& base, size_t i, size_t n) {
   char buf[64];
@@ -60,7 +49,7 @@ TensorStore TensorStore::open(const std::string& path) {
     return store;
   }
 
-  const nlohmann::json index = read_json(p);
+  const nlohmann::json index = read_json_file(p.string(), "a safetensors index");
   const auto map = index.find("weight_map");
   if (!index.is_object() || map == index.end() || !map->is_object()) {
     throw FormatError(

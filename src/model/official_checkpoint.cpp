@@ -9,6 +9,7 @@
 #include "official_config.h"
 #include "vilau/core/error.h"
 #include "vilau/io/atomic_file.h"
+#include "vilau/io/json_file.h"
 
 namespace fs = std::filesystem;
 
@@ -18,26 +19,7 @@ namespace {
 
 using nlohmann::json;
 
-json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  if (!in) {
-    throw IoError(
-        describe(path.string(), "cannot open", "an official VILA-U config file", "no such file"));
-  }
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    throw FormatError(describe(path.string(), "invalid JSON", {}, e.what()));
-  }
-}
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string out = "[";
-  for (size_t i = 0; i < shape.size(); ++i) {
-    out += (i ? ", " : "") + std::to_string(shape[i]);
-  }
-  return out + "]";
-}
+constexpr const char* kConfigWhat = "an official VILA-U config file";
 
 // Files that travel unchanged from a source checkpoint: tokenizer, generation config...
 bool is_passthrough(const fs::path& file) {
@@ -82,15 +64,16 @@ OfficialCheckpoint OfficialCheckpoint::open(const std::string& root) {
     throw IoError(
         describe(root, "not a folder", "an official VILA-U checkpoint folder", "no such folder"));
   }
-  ckpt.raw_["config"] = read_json(dir / "config.json");
+  ckpt.raw_["config"] = io::read_json_file((dir / "config.json").string(), kConfigWhat);
   for (Component c : kComponents) {
     const std::string folder = component_folder(c);
-    ckpt.raw_[folder] = read_json(dir / folder / "config.json");
+    ckpt.raw_[folder] = io::read_json_file((dir / folder / "config.json").string(), kConfigWhat);
     ckpt.stores_[c] =
         std::make_shared<io::TensorStore>(io::TensorStore::open((dir / folder).string()));
   }
   if (fs::exists(dir / "vision_tower" / "preprocessor_config.json")) {
-    ckpt.raw_["preprocessor"] = read_json(dir / "vision_tower" / "preprocessor_config.json");
+    ckpt.raw_["preprocessor"] = io::read_json_file(
+        (dir / "vision_tower" / "preprocessor_config.json").string(), kConfigWhat);
   }
   const io::TensorStore& tower = *ckpt.stores_.at(Component::vision_tower);
   const ShapeLookup shape =
@@ -161,8 +144,8 @@ TensorCheck OfficialCheckpoint::check() const {
     }
     const io::TensorInfo& found = info(e.name);
     if (found.shape != e.shape) {
-      result.mismatched.push_back(e.name + ": expected " + shape_text(e.shape) + ", found " +
-                                  shape_text(found.shape));
+      result.mismatched.push_back(e.name + ": expected " + io::shape_text(e.shape) + ", found " +
+                                  io::shape_text(found.shape));
     }
   }
   for (const std::string& name : present) {
@@ -186,8 +169,8 @@ void export_official(const std::string& root, const ModelConfig& config,
     if (it == weights.end()) {
       check.missing.push_back(e.name);
     } else if (it->second.sizes().vec() != e.shape) {
-      check.mismatched.push_back(e.name + ": expected " + shape_text(e.shape) + ", found " +
-                                 shape_text(it->second.sizes().vec()));
+      check.mismatched.push_back(e.name + ": expected " + io::shape_text(e.shape) + ", found " +
+                                 io::shape_text(it->second.sizes().vec()));
     } else {
       auto [component, official] = to_official_name(e.name);
       parts[component].emplace_back(official, it->second);

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "test_util.h"
 #include "vilau/config.h"
 #include "vilau/core/error.h"
 #include "vilau/core/logging.h"
@@ -14,24 +15,10 @@ namespace {
 
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using vilau::testing::error_of;
 
 const std::string kData = VILAU_TEST_DATA_DIR "/configs/";
 const std::string kPresets = VILAU_SOURCE_DIR "/configs/presets/";
-
-// Runs `fn`, expects an exception of type E, returns its message.
-template <class E, class Fn>
-std::string error_of(Fn fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "wrong exception type: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "no exception thrown";
-  return {};
-}
 
 TEST(Config, PresetsLoadAndValidate) {
   const Config c256 = load_run_config(kPresets + "7b-256.yaml");

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "test_util.h"
 #include "vilau/config.h"
 #include "vilau/core/error.h"
 #include "vilau/io/tensor_store.h"
@@ -67,16 +68,12 @@ TEST(StateDictAdapter, NamesMapBothWaysAndAliasesCanonicalise) {
   EXPECT_THROW(to_official_name("decoder.conv_in.weight"), ShapeError);
 }
 
-class OfficialFolder : public ::testing::Test {
+class OfficialFolder : public vilau::testing::TempDirTest {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("vilau_official_" +
-            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    fs::remove_all(dir_);
+    TempDirTest::SetUp();
     config_ = preset("tiny");
   }
-  void TearDown() override { fs::remove_all(dir_); }
 
   // Writes the tiny model the way the official save code lays it out (SPEC §5.1-5.3).
   std::map<std::string, at::Tensor> write_official(const fs::path& root) {
@@ -163,7 +160,6 @@ class OfficialFolder : public ::testing::Test {
     return ours;
   }
 
-  fs::path dir_;
   ModelConfig config_;
 };
 

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "test_util.h"
 #include "vilau/core/error.h"
 #include "vilau/io/safetensors.h"
 #include "vilau/io/tensor_store.h"
@@ -17,19 +18,10 @@ namespace {
 namespace fs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::HasSubstr;
+using vilau::testing::expect_bitwise_equal;
 
-class Safetensors : public ::testing::Test {
+class Safetensors : public vilau::testing::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("vilau_st_" +
-            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
   // A file with the given JSON header text and `data_bytes` zero bytes after it.
   std::string raw(const std::string& name, const std::string& header, size_t data_bytes,
                   int64_t claimed_len = -1) {
@@ -39,28 +31,11 @@ class Safetensors : public ::testing::Test {
     out << header << std::string(data_bytes, '\0');
     return path(name);
   }
-
-  fs::path dir_;
 };
-
-// Bitwise equality, so that NaN payloads and bf16 bits count too.
-void expect_bitwise_equal(const at::Tensor& a, const at::Tensor& b) {
-  ASSERT_EQ(a.scalar_type(), b.scalar_type());
-  ASSERT_EQ(a.sizes(), b.sizes());
-  ASSERT_EQ(a.nbytes(), b.nbytes());
-  const at::Tensor ca = a.contiguous(), cb = b.contiguous();
-  EXPECT_EQ(std::memcmp(ca.data_ptr(), cb.data_ptr(), ca.nbytes()), 0);
-}
 
 template <class Fn>
 std::string error_of(Fn fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no vilau::Error thrown";
-  return {};
+  return vilau::testing::error_of<Error>(fn);
 }
 
 TEST_F(Safetensors, RoundTripsEveryDtypeBitExact) {

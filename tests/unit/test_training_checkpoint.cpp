@@ -11,6 +11,7 @@
 #include <limits>
 #include <sstream>
 
+#include "test_util.h"
 #include "vilau/core/error.h"
 #include "vilau/io/training_checkpoint.h"
 
@@ -21,6 +22,8 @@ namespace fs = std::filesystem;
 using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using vilau::testing::error_of;
+using vilau::testing::expect_bitwise_equal;
 
 class TrainingCheckpoint : public ::testing::Test {
  protected:
@@ -70,14 +73,6 @@ void write_file(const std::string& path, const std::string& contents) {
   std::ofstream(path, std::ios::binary) << contents;
 }
 
-// Bitwise equality, so that NaN payloads and bf16 bits count too.
-void expect_bitwise_equal(const at::Tensor& a, const at::Tensor& b) {
-  ASSERT_EQ(a.scalar_type(), b.scalar_type());
-  ASSERT_EQ(a.sizes(), b.sizes());
-  const at::Tensor ca = a.contiguous(), cb = b.contiguous();
-  EXPECT_EQ(std::memcmp(ca.data_ptr(), cb.data_ptr(), ca.nbytes()), 0);
-}
-
 void expect_same_tensors(const NamedTensors& actual, const NamedTensors& expected) {
   ASSERT_EQ(actual.size(), expected.size());
   for (size_t i = 0; i < expected.size(); ++i) {
@@ -85,17 +80,6 @@ void expect_same_tensors(const NamedTensors& actual, const NamedTensors& expecte
     EXPECT_EQ(actual[i].first, expected[i].first);  // the saved order comes back
     expect_bitwise_equal(actual[i].second, expected[i].second);
   }
-}
-
-template <class E, class Fn>
-std::string error_of(Fn fn) {
-  try {
-    fn();
-  } catch (const E& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no exception of the expected type thrown";
-  return {};
 }
 
 TEST_F(TrainingCheckpoint, RoundTripsEveryFieldBitExact) {

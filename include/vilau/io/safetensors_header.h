@@ -14,6 +14,9 @@ enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
 const char* dtype_name(DType dtype);  // "BF16"
 int64_t dtype_size(DType dtype);      // bytes per element
 
+// "[2, 3]", for messages and tables.
+std::string shape_text(const std::vector<int64_t>& shape);
+
 struct TensorInfo {
   std::string name;
   DType dtype = DType::F32;
