@@ -8,5 +8,6 @@ void add_info_command(CLI::App& app);
 void add_config_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_tokenizer_command(CLI::App& app);
 
 }  // namespace vilau::cli

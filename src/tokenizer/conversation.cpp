@@ -1,0 +1,123 @@
+#include "vilau/tokenizer/conversation.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "vilau/tokenizer/tokenizer.h"
+
+namespace vilau {
+
+namespace {
+
+std::string strip(const std::string& s) {
+  const char* ws = " \t\n\r\f\v";
+  const size_t begin = s.find_first_not_of(ws);
+  return begin == std::string::npos ? "" : s.substr(begin, s.find_last_not_of(ws) - begin + 1);
+}
+
+std::string repeat(const std::string& s, int64_t n) {
+  std::string out;
+  for (int64_t i = 0; i < n; ++i) {
+    out += s;
+  }
+  return out;
+}
+
+void append_role(std::string& out, const char* role, const std::string& message, const char* sep) {
+  if (message.empty()) {
+    out += std::string(role) + ":";
+  } else {
+    out += std::string(role) + ": " + message + sep;
+  }
+}
+
+}  // namespace
+
+std::string render_chat(const std::vector<Turn>& turns) {
+  std::string out = std::string(kSystemPrompt) + " ";
+  for (const Turn& turn : turns) {
+    append_role(out, "USER", turn.user, " ");
+    append_role(out, "ASSISTANT", turn.assistant, "</s>");
+  }
+  return out;
+}
+
+std::string understanding_prompt(const std::string& question, int64_t images) {
+  return render_chat({{repeat("<image>\n", images) + question, ""}});
+}
+
+std::string video_prompt(const std::string& question, int64_t frames) {
+  return understanding_prompt(question, frames);
+}
+
+std::string text_to_image_prompt(const std::string& prompt) {
+  return render_chat({{strip(prompt), ""}}) + " <im_start>";
+}
+
+std::string text_to_image_unconditional_prompt() { return text_to_image_prompt(" "); }
+
+std::string text_to_video_prompt(const std::string& prompt) {
+  return render_chat({{strip(prompt), ""}}) + " <vi_start>";
+}
+
+TrainingSample make_training_sample(const Tokenizer& tokenizer, const std::vector<Turn>& turns) {
+  const std::string conversation = render_chat(turns);
+  TrainingSample sample;
+  sample.input_ids = tokenizer.encode_with_images(conversation);
+  sample.labels = sample.input_ids;
+  const auto length = [&](const std::string& text) {
+    return static_cast<int64_t>(tokenizer.encode_with_images(text).size());
+  };
+  // Split into rounds at "</s>"; inside a round, the instruction ends at " ASSISTANT: ".
+  const std::string sep2 = "</s>", sep = " ASSISTANT: ";
+  int64_t cur = 1;  // BOS
+  std::fill(sample.labels.begin(), sample.labels.begin() + 1, kIgnoreIndex);
+  size_t start = 0;
+  for (int round_index = 0; start < conversation.size(); ++round_index) {
+    size_t end = conversation.find(sep2, start);
+    const std::string round =
+        conversation.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    start = end == std::string::npos ? conversation.size() : end + sep2.size();
+    const size_t split = round.find(sep);
+    if (round.empty() || split == std::string::npos ||
+        round.find(sep, split + 1) != std::string::npos) {
+      break;
+    }
+    int64_t round_len = length(round);
+    // The "- 2" drops the BOS and the piece the trailing space becomes.
+    int64_t instruction_len = length(round.substr(0, split + sep.size())) - 2;
+    // legacy=False tokenizers do not repeat the "▁" after "</s>" in later rounds.
+    if (round_index != 0) {
+      round_len -= 1;
+      instruction_len -= 1;
+    }
+    const int64_t stop =
+        std::min<int64_t>(cur + instruction_len, static_cast<int64_t>(sample.labels.size()));
+    for (int64_t i = cur; i < stop; ++i) {
+      sample.labels[i] = kIgnoreIndex;
+    }
+    cur += round_len;
+  }
+  for (int64_t i = cur; i < static_cast<int64_t>(sample.labels.size()); ++i) {
+    sample.labels[i] = kIgnoreIndex;
+  }
+  // The official code masks the whole sample when its rounds do not add up.
+  if (cur != static_cast<int64_t>(sample.input_ids.size())) {
+    spdlog::warn("training sample ignored: rounds cover {} of {} tokens: {}", cur,
+                 sample.input_ids.size(), conversation);
+    std::fill(sample.labels.begin(), sample.labels.end(), kIgnoreIndex);
+  }
+  return sample;
+}
+
+TrainingSample make_generation_sample(const Tokenizer& tokenizer, const std::string& caption,
+                                      int64_t video_frames) {
+  const std::string answer = video_frames > 0
+                                 ? "<vi_start>" + repeat("<image>", video_frames) + "<vi_end>"
+                                 : "<im_start><image><im_end>";
+  const std::string text = strip(caption).empty() ? "An image." : caption;
+  return make_training_sample(tokenizer, {{text, answer}});
+}
+
+}  // namespace vilau
