@@ -120,4 +120,27 @@ TrainingSample make_generation_sample(const Tokenizer& tokenizer, const std::str
   return make_training_sample(tokenizer, {{text, answer}});
 }
 
+std::vector<bool> generation_targets(const TrainingSample& sample, int64_t im_start_id) {
+  const auto& ids = sample.input_ids;
+  const auto n = static_cast<int64_t>(ids.size());
+  const bool image_at_end = n >= 3 && ids[n - 3] == kImageTokenIndex;
+  // Python's ids[-10:-3]: clamped at the start, and all() of an empty slice is true.
+  const int64_t from = std::max<int64_t>(0, n - 10), to = std::max<int64_t>(0, n - 3);
+  const bool video_at_end = std::all_of(ids.begin() + from, ids.begin() + std::max(from, to),
+                                        [](int64_t id) { return id == kImageTokenIndex; });
+  std::vector<bool> targets;
+  int64_t chunk_start = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (ids[i] != kImageTokenIndex) {
+      continue;
+    }
+    const bool im_start_before =
+        std::find(sample.labels.begin() + chunk_start, sample.labels.begin() + i, im_start_id) !=
+        sample.labels.begin() + i;
+    targets.push_back((image_at_end && im_start_before) || video_at_end);
+    chunk_start = i + 1;
+  }
+  return targets;
+}
+
 }  // namespace vilau

@@ -177,6 +177,31 @@ TEST(Conversation, TrainingLabelsKeepOnlyAnswers) {
   EXPECT_THAT(t.decode(without_images(video.input_ids)), HasSubstr("USER: An image. ASSISTANT:"));
 }
 
+// SPEC §3.4: only generated images and videos are visual targets.
+TEST(Conversation, GenerationTargetsFollowTheOfficialRule) {
+  const Tokenizer& t = tokenizer();
+  const int64_t im_start = t.token_id("<im_start>");
+  EXPECT_EQ(generation_targets(make_generation_sample(t, "a red cube"), im_start),
+            std::vector<bool>{true});
+  EXPECT_EQ(generation_targets(make_generation_sample(t, "waves", 8), im_start),
+            std::vector<bool>(8, true));
+  // Understanding: the image is in the user's turn, so it is input only.
+  EXPECT_EQ(
+      generation_targets(make_training_sample(t, {{"<image>\nWhat is it?", "A cube."}}), im_start),
+      std::vector<bool>{false});
+  std::string frames;
+  for (int i = 0; i < 8; ++i) frames += "<image>\n";
+  EXPECT_EQ(generation_targets(
+                make_training_sample(t, {{frames + "What happens?", "A cat jumps."}}), im_start),
+            std::vector<bool>(8, false));
+  // An image answer in a multi-turn chat whose last turn is text is not a target.
+  EXPECT_EQ(
+      generation_targets(make_training_sample(t, {{"Draw a cube", "<im_start><image><im_end>"},
+                                                  {"Colour?", "Red."}}),
+                         im_start),
+      std::vector<bool>{false});
+}
+
 class BrokenTokenizer : public vilau::testing::TempDirTest {
  protected:
   void copy_all() {

@@ -52,4 +52,10 @@ TrainingSample make_training_sample(const Tokenizer& tokenizer, const std::vecto
 TrainingSample make_generation_sample(const Tokenizer& tokenizer, const std::string& caption,
                                       int64_t video_frames = 0);
 
+// Which <image> placeholders of a sample are generation targets, in order: their codes
+// become visual labels, the others are ignored. The official rule (vila_u_arch.py,
+// mm_use_vi_start_end): the sequence has an image third from the end and <im_start> is in
+// the labels just before that image, or ids[-10:-3] are all images (a generated video).
+std::vector<bool> generation_targets(const TrainingSample& sample, int64_t im_start_id);
+
 }  // namespace vilau
