@@ -122,7 +122,7 @@ class OfficialFolder : public vilau::testing::TempDirTest {
             {"resolution", 32},
             {"in_channels", 3},
             {"out_ch", 3},
-            {"ch", 16},
+            {"ch", 32},
             {"ch_mult", {1, 1, 2, 2}},
             {"num_res_blocks", 1},
             {"attn_resolutions", {4}},
@@ -172,10 +172,10 @@ TEST_F(OfficialFolder, HandWrittenFolderUsesSpecNames) {
   EXPECT_EQ(tower.info("rqvaesiglip.quantizer.codebooks.1.embed_ema").shape,
             (std::vector<int64_t>{64, 32}));
   EXPECT_EQ(tower.info("rqvaesiglip.decoder.up.1.block.0.nin_shortcut.weight").shape,
-            (std::vector<int64_t>{16, 32, 1, 1}));
+            (std::vector<int64_t>{32, 64, 1, 1}));
   EXPECT_FALSE(tower.contains("rqvaesiglip.decoder.up.2.block.0.nin_shortcut.weight"));
   EXPECT_EQ(tower.info("rqvaesiglip.decoder.up.3.attn.1.proj_out.weight").shape,
-            (std::vector<int64_t>{32, 32, 1, 1}));
+            (std::vector<int64_t>{64, 64, 1, 1}));
   EXPECT_EQ(tower.info("rqvaesiglip.siglip_model.vision_model.head.attention.in_proj_weight").shape,
             (std::vector<int64_t>{96, 32}));
   EXPECT_EQ(tower.info("rqtransformer.head_transformer.blocks.1.mlp.0.weight").shape,
