@@ -38,7 +38,8 @@ ResnetBlockImpl::ResnetBlockImpl(int64_t in_channels, int64_t out_channels, doub
 
 at::Tensor ResnetBlockImpl::forward(const at::Tensor& x) {
   at::Tensor h = conv1_(torch::silu(norm1_(x)));
-  h = F::dropout(torch::silu(norm2_(h)), F::DropoutFuncOptions().p(dropout_).training(is_training()));
+  h = F::dropout(torch::silu(norm2_(h)),
+                 F::DropoutFuncOptions().p(dropout_).training(is_training()));
   h = conv2_(h);
   return (nin_shortcut_ ? nin_shortcut_(x) : x) + h;
 }
@@ -57,11 +58,13 @@ at::Tensor AttnBlockImpl::forward(const at::Tensor& x) {
   const at::Tensor q = q_(h).reshape({b, c, hw}).transpose(1, 2);
   const at::Tensor k = k_(h).reshape({b, c, hw}).transpose(1, 2);
   const at::Tensor v = v_(h).reshape({b, c, hw}).transpose(1, 2);
-  const at::Tensor out = at::scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)).squeeze(1);
+  const at::Tensor out =
+      at::scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1)).squeeze(1);
   return x + proj_out_(out.transpose(1, 2).reshape(x.sizes()));
 }
 
-PixelDecoderImpl::PixelDecoderImpl(const PixelDecoderConfig& config, int64_t embed_dim) : config_(config) {
+PixelDecoderImpl::PixelDecoderImpl(const PixelDecoderConfig& config, int64_t embed_dim)
+    : config_(config) {
   config.validate("decoder");
   const auto levels = static_cast<int64_t>(config.ch_mult.size());
   post_quant_conv_ = register_module("post_quant_conv", conv(embed_dim, config.z_channels, 1));
@@ -85,8 +88,8 @@ PixelDecoderImpl::PixelDecoderImpl(const PixelDecoderConfig& config, int64_t emb
     blocks_[level] = up[level]->register_module("block", torch::nn::ModuleList());
     attns_[level] = up[level]->register_module("attn", torch::nn::ModuleList());
     const int64_t block_out = config.ch * config.ch_mult[level];
-    const bool attention = std::find(config.attn_resolutions.begin(), config.attn_resolutions.end(), resolution) !=
-                           config.attn_resolutions.end();
+    const bool attention = std::find(config.attn_resolutions.begin(), config.attn_resolutions.end(),
+                                     resolution) != config.attn_resolutions.end();
     for (int64_t i = 0; i <= config.num_res_blocks; ++i) {
       blocks_[level]->push_back(ResnetBlock(block_in, block_out, config.dropout));
       block_in = block_out;
@@ -95,7 +98,9 @@ PixelDecoderImpl::PixelDecoderImpl(const PixelDecoderConfig& config, int64_t emb
       }
     }
     if (level != 0) {
-      upsamples_[level] = up[level]->register_module("upsample", node())->register_module("conv", conv(block_in, block_in, 3));
+      upsamples_[level] = up[level]
+                              ->register_module("upsample", node())
+                              ->register_module("conv", conv(block_in, block_in, 3));
       resolution *= 2;
     }
   }
@@ -109,9 +114,10 @@ PixelDecoderImpl::PixelDecoderImpl(const PixelDecoderConfig& config, int64_t emb
 
 at::Tensor PixelDecoderImpl::forward(const at::Tensor& z_q) {
   if (z_q.dim() != 4 || z_q.size(3) != post_quant_conv_->options.in_channels()) {
-    throw ShapeError(describe("PixelDecoder", "input z_q",
-                              "[B, H, W, " + std::to_string(post_quant_conv_->options.in_channels()) + "]",
-                              c10::str(z_q.sizes())));
+    throw ShapeError(
+        describe("PixelDecoder", "input z_q",
+                 "[B, H, W, " + std::to_string(post_quant_conv_->options.in_channels()) + "]",
+                 c10::str(z_q.sizes())));
   }
   at::Tensor h = z_q.permute({0, 3, 1, 2});
   if (!config_.latent_shape.empty()) {
@@ -133,10 +139,11 @@ at::Tensor PixelDecoderImpl::forward(const at::Tensor& z_q) {
     }
     if (upsamples_[level]) {
       // Nearest-neighbour doubling in fp32, then back to the working dtype.
-      h = upsamples_[level](F::interpolate(h.to(torch::kFloat), F::InterpolateFuncOptions()
-                                                                     .scale_factor(std::vector<double>{2.0, 2.0})
-                                                                     .mode(torch::kNearest))
-                                .to(z_q.scalar_type()));
+      h = upsamples_[level](
+          F::interpolate(h.to(torch::kFloat), F::InterpolateFuncOptions()
+                                                  .scale_factor(std::vector<double>{2.0, 2.0})
+                                                  .mode(torch::kNearest))
+              .to(z_q.scalar_type()));
     }
   }
   return conv_out_(torch::silu(norm_out_(h)));

@@ -1,0 +1,88 @@
+// Pixels in and out of the tower, and image files.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <fstream>
+
+#include "test_util.h"
+#include "vilau/core/error.h"
+#include "vilau/io/image.h"
+#include "vilau/vision/preprocess.h"
+
+namespace vilau {
+namespace {
+
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using vilau::testing::error_of;
+
+TEST(Preprocess, NormalisesToMinusOneOne) {
+  const at::Tensor rgb =
+      torch::tensor({0, 255, 128, 64}, torch::kUInt8).repeat({3}).reshape({2, 2, 3});
+  const at::Tensor x = preprocess_image(rgb, 2);  // already S x S: no resampling
+  EXPECT_EQ(x.sizes().vec(), (std::vector<int64_t>{3, 2, 2}));
+  const at::Tensor expected = (rgb.permute({2, 0, 1}).to(torch::kFloat) / 255.0 - 0.5) / 0.5;
+  EXPECT_TRUE(torch::equal(x, expected));
+  EXPECT_FLOAT_EQ(x.min().item<float>(), -1.0f);
+  EXPECT_FLOAT_EQ(x.max().item<float>(), 1.0f);
+}
+
+TEST(Preprocess, ResizesWithoutKeepingAspectAndKeepsConstantsExact) {
+  const at::Tensor flat = torch::full({30, 50, 3}, 77, torch::kUInt8);
+  const at::Tensor x = preprocess_image(flat, 16);
+  EXPECT_EQ(x.sizes().vec(), (std::vector<int64_t>{3, 16, 16}));
+  EXPECT_TRUE(torch::allclose(x, torch::full_like(x, (77 / 255.0 - 0.5) / 0.5)));
+  // A left-dark, right-bright image stays ordered after the resize.
+  at::Tensor ramp = torch::zeros({20, 40, 3}, torch::kUInt8);
+  ramp.slice(1, 20, 40).fill_(255);
+  const at::Tensor r = preprocess_image(ramp, 8);
+  EXPECT_LT(r[0][4][0].item<float>(), r[0][4][7].item<float>());
+  EXPECT_THROW(preprocess_image(torch::zeros({4, 4}, torch::kUInt8), 8), ShapeError);
+}
+
+TEST(Preprocess, SquareCropTakesTopOfPortraitsAndCentreOfLandscapes) {
+  const at::Tensor portrait =
+      torch::arange(6 * 4, torch::kLong).reshape({6, 4, 1}).expand({6, 4, 3});
+  EXPECT_TRUE(torch::equal(square_crop(portrait), portrait.slice(0, 0, 4)));
+  const at::Tensor landscape =
+      torch::arange(4 * 9, torch::kLong).reshape({4, 9, 1}).expand({4, 9, 3});
+  // (9 - 4) / 2 = 2.5 rounds half to even: columns 2..5, as torchvision's CenterCrop.
+  EXPECT_TRUE(torch::equal(square_crop(landscape), landscape.slice(1, 2, 6)));
+}
+
+TEST(Postprocess, ScalesClampsAndTruncates) {
+  const at::Tensor x =
+      torch::tensor({-1.0f, 1.0f, 0.0f, 0.999f, 2.0f, -3.0f}).reshape({1, 3, 1, 2});
+  const at::Tensor out = postprocess_image(x);
+  EXPECT_EQ(out.sizes().vec(), (std::vector<int64_t>{1, 1, 2, 3}));
+  // Channel-last: pixel 0 holds channels (x[0], x[2], x[4]), pixel 1 (x[1], x[3], x[5]).
+  const at::Tensor longs = out.to(torch::kLong).contiguous();
+  const std::vector<int64_t> values(longs.data_ptr<int64_t>(),
+                                    longs.data_ptr<int64_t>() + longs.numel());
+  // 0 -> 127.5 -> 127 and 0.999 -> 254.87 -> 254: truncation, not rounding.
+  EXPECT_EQ(values, (std::vector<int64_t>{0, 127, 255, 255, 254, 0}));
+}
+
+class ImageFiles : public vilau::testing::TempDirTest {};
+
+TEST_F(ImageFiles, PngRoundTripIsExact) {
+  const at::Tensor rgb = torch::randint(0, 256, {7, 5, 3}, torch::kUInt8);
+  io::write_image(path("a.png"), rgb);
+  EXPECT_TRUE(torch::equal(io::read_image(path("a.png")), rgb));
+}
+
+TEST_F(ImageFiles, MissingAndCorruptFilesAreClearErrors) {
+  EXPECT_THAT(error_of<IoError>([&] { io::read_image(path("none.png")); }),
+              AllOf(HasSubstr("none.png"), HasSubstr("no such file")));
+  std::ofstream(path("bad.png"), std::ios::binary) << "\x89PNG\r\n\x1a\n truncated";
+  EXPECT_THAT(error_of<FormatError>([&] { io::read_image(path("bad.png")); }),
+              AllOf(HasSubstr("bad.png"), HasSubstr("cannot decode image")));
+  EXPECT_THAT(error_of<ShapeError>([&] {
+                io::write_image(path("x.png"), torch::zeros({2, 2}, torch::kUInt8));
+              }),
+              HasSubstr("expected uint8 [H, W, 3]"));
+}
+
+}  // namespace
+}  // namespace vilau
