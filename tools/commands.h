@@ -9,5 +9,6 @@ void add_config_command(CLI::App& app);
 void add_inspect_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_tokenizer_command(CLI::App& app);
+void add_vision_commands(CLI::App& app);
 
 }  // namespace vilau::cli

@@ -228,26 +228,4 @@ std::vector<at::Tensor> SiglipTextTransformerImpl::hidden_states(const at::Tenso
   return states;
 }
 
-void load_siglip(torch::nn::Module& module, const TensorLookup& lookup, const std::string& prefix) {
-  std::vector<std::pair<at::Tensor, at::Tensor>> copies;
-  for (const auto& item : module.named_parameters()) {
-    const std::string name = prefix + item.key();
-    const at::Tensor& param = item.value();
-    at::Tensor source = lookup(name);
-    const std::string expected = io::shape_text(param.sizes().vec());
-    if (!source.defined()) {
-      throw ShapeError(describe(name, "SigLIP weight", expected, "no such tensor"));
-    }
-    if (source.sizes() != param.sizes()) {
-      throw ShapeError(
-          describe(name, "SigLIP weight", expected, io::shape_text(source.sizes().vec())));
-    }
-    copies.emplace_back(param, std::move(source));
-  }
-  torch::NoGradGuard no_grad;
-  for (auto& [param, source] : copies) {
-    param.copy_(source);
-  }
-}
-
 }  // namespace vilau

@@ -10,6 +10,7 @@
 #include "test_util.h"
 #include "vilau/core/error.h"
 #include "vilau/io/safetensors.h"
+#include "vilau/model/load_module.h"
 #include "vilau/vision/siglip.h"
 
 namespace vilau {
@@ -63,8 +64,8 @@ class SiglipTiny : public ::testing::Test {
   }
 
   void SetUp() override {
-    load_siglip(*vision_, lookup(), "vision_model.");
-    load_siglip(*text_, lookup(), "text_model.");
+    load_module(*vision_, lookup(), "vision_model.");
+    load_module(*text_, lookup(), "text_model.");
     vision_->eval();
     text_->eval();
   }
@@ -168,7 +169,7 @@ TEST_F(SiglipTiny, WrongShapeNamesTheTensor) {
   SiglipVisionTransformer fresh(tiny_vision());
   const at::Tensor before = fresh->embeddings->patch_embedding->weight.clone();
   const std::string message =
-      testing::error_of<ShapeError>([&] { load_siglip(*fresh, wrong, "vision_model."); });
+      testing::error_of<ShapeError>([&] { load_module(*fresh, wrong, "vision_model."); });
   EXPECT_THAT(message, AllOf(HasSubstr(bad), HasSubstr("[64, 32]"), HasSubstr("[64, 31]")));
   // Nothing is copied when any tensor is wrong.
   testing::expect_bitwise_equal(fresh->embeddings->patch_embedding->weight, before);
@@ -176,7 +177,7 @@ TEST_F(SiglipTiny, WrongShapeNamesTheTensor) {
 
 TEST_F(SiglipTiny, MissingTensorIsAShapeError) {
   const std::string message = testing::error_of<ShapeError>(
-      [&] { load_siglip(*text_, lookup(), "rqvaesiglip.siglip_model.text_model."); });
+      [&] { load_module(*text_, lookup(), "rqvaesiglip.siglip_model.text_model."); });
   EXPECT_THAT(message, AllOf(HasSubstr("rqvaesiglip.siglip_model.text_model."),
                              HasSubstr("no such tensor")));
 }

@@ -1,7 +1,7 @@
 #pragma once
 // The SigLIP towers of the VILA-U vision tower (SPEC §2.2, §2.5). Parameter names are those
 // of HF modeling_siglip relative to `vision_model.` / `text_model.`, so a checkpoint loads
-// by name with load_siglip.
+// by name with load_module (vilau/model/load_module.h).
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -172,13 +172,5 @@ class SiglipTextTransformerImpl : public torch::nn::Module {
   SiglipTextConfig config_;
 };
 TORCH_MODULE(SiglipTextTransformer);
-
-// Returns the tensor stored under a full name, or an undefined tensor when there is none.
-using TensorLookup = std::function<at::Tensor(const std::string&)>;
-
-// Copies every named parameter of `module` from `lookup(prefix + name)`, converting dtype and
-// device to the parameter's. Each name is checked before anything is copied: ShapeError
-// naming the tensor, with the expected and found shapes, when one is missing or mismatched.
-void load_siglip(torch::nn::Module& module, const TensorLookup& lookup, const std::string& prefix);
 
 }  // namespace vilau
