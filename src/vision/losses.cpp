@@ -24,6 +24,29 @@ void TowerLossConfig::validate(const std::string& path) const {
   }
 }
 
+at::Tensor combine_tower_losses(const TowerLossTerms& terms, const TowerLossConfig& config,
+                                const at::Tensor& adaptive_weight, int64_t step) {
+  at::Tensor total;
+  auto add = [&total](const at::Tensor& term, const at::Tensor& weight) {
+    if (term.defined()) {
+      total = total.defined() ? total + weight * term : weight * term;
+    }
+  };
+  const auto w = [](double v) { return torch::tensor(v); };
+  add(terms.contrastive, w(config.contrastive_weight));
+  add(terms.reconstruction, w(config.reconstruction_weight));
+  add(terms.perceptual, w(config.perceptual_weight));
+  add(terms.commitment, w(config.commitment_weight));
+  if (step >= config.gan_start_step) {
+    // adaptive_gan_weight already carries gan_weight.
+    add(terms.generator, adaptive_weight.defined() ? adaptive_weight : w(config.gan_weight));
+  }
+  if (!total.defined()) {
+    throw ConfigError(describe("tower loss", "no loss term", "at least one defined term"));
+  }
+  return total;
+}
+
 namespace {
 
 at::Tensor normalized(const at::Tensor& x) { return x / x.norm(2, -1, true); }

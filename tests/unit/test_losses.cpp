@@ -132,6 +132,22 @@ TEST(Losses, AdaptiveWeightIsTheGradientRatio) {
   EXPECT_FALSE(weight.requires_grad());
 }
 
+TEST(Losses, CombinedWithConfiguredWeights) {
+  TowerLossConfig config;
+  config.contrastive_weight = 2.0;
+  config.gan_start_step = 10;
+  TowerLossTerms terms{torch::tensor(1.0f), torch::tensor(3.0f), torch::tensor(5.0f),
+                       torch::tensor(7.0f), torch::tensor(11.0f)};
+  // 2*1 + 1*3 + 1*5 + 0.25*11, and the GAN term only from step 10, scaled by 0.5.
+  EXPECT_FLOAT_EQ(combine_tower_losses(terms, config, torch::tensor(0.5f), 9).item<float>(),
+                  12.75f);
+  EXPECT_FLOAT_EQ(combine_tower_losses(terms, config, torch::tensor(0.5f), 10).item<float>(),
+                  16.25f);
+  terms.perceptual = at::Tensor();
+  EXPECT_FLOAT_EQ(combine_tower_losses(terms, config, torch::tensor(0.5f), 0).item<float>(), 7.75f);
+  EXPECT_THROW(combine_tower_losses(TowerLossTerms{}, config, at::Tensor(), 0), ConfigError);
+}
+
 TEST(Losses, ConfigValidation) {
   TowerLossConfig config;
   EXPECT_NO_THROW(config.validate("loss"));

@@ -70,6 +70,27 @@ TEST(VisionTower, EncodeDecodeIsConsistent) {
   EXPECT_TRUE(torch::allclose(tower->decode(encoded.z_q), image, 1e-4, 1e-4));
 }
 
+// The straight-through estimator lets a loss on the decoded image train the encoder,
+// while the codebooks learn only by EMA.
+TEST(VisionTower, GradientsReachTheEncoder) {
+  const ModelConfig config = tiny();
+  VisionTower tower(config.vision_tower);
+  tower->eval();  // no EMA update in this step
+  const auto encoded = tower->encode(torch::rand({1, 3, 32, 32}) * 2 - 1);
+  (tower->decode(encoded.z_q).pow(2).mean() + encoded.commitment_loss).backward();
+  for (const auto& p : tower->vision->named_parameters()) {
+    if (p.key().rfind("encoder.layers.2.", 0) == 0 || p.key().rfind("post_layernorm", 0) == 0 ||
+        p.key().rfind("head.", 0) == 0) {
+      continue;  // after the layer the quantizer reads: no path to the loss
+    }
+    ASSERT_TRUE(p.value().grad().defined()) << p.key();
+    EXPECT_GT(p.value().grad().abs().sum().item<double>(), 0.0) << p.key();
+  }
+  for (const auto& p : tower->quantizer->named_parameters()) {
+    EXPECT_FALSE(p.value().grad().defined()) << p.key();
+  }
+}
+
 TEST(VisionTower, LogitAliasAndMissingTensors) {
   const ModelConfig config = tiny();
   auto tensors = official_tower(config);

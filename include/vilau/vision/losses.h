@@ -41,6 +41,15 @@ struct TowerLossConfig {
   void validate(const std::string& path) const;
 };
 
+// The terms of one tower training step, each unweighted; undefined terms are left out.
+struct TowerLossTerms {
+  at::Tensor contrastive, reconstruction, perceptual, generator, commitment;
+};
+// sum of weight x term; the generator term is scaled by the adaptive weight too and only
+// counts from gan_start_step on.
+at::Tensor combine_tower_losses(const TowerLossTerms& terms, const TowerLossConfig& config,
+                                const at::Tensor& adaptive_weight, int64_t step);
+
 // SigLIP's pairwise sigmoid loss (HF SiglipModel): embeddings are L2-normalised, logits
 // = text . image * exp(logit_scale) + logit_bias, +1 on the diagonal and -1 elsewhere;
 // the mean over texts of the summed -log sigmoid.
