@@ -8,6 +8,7 @@
 #include "test_util.h"
 #include "vilau/core/error.h"
 #include "vilau/io/image.h"
+#include "vilau/io/safetensors.h"
 #include "vilau/vision/preprocess.h"
 
 namespace vilau {
@@ -39,6 +40,22 @@ TEST(Preprocess, ResizesWithoutKeepingAspectAndKeepsConstantsExact) {
   const at::Tensor r = preprocess_image(ramp, 8);
   EXPECT_LT(r[0][4][0].item<float>(), r[0][4][7].item<float>());
   EXPECT_THROW(preprocess_image(torch::zeros({4, 4}, torch::kUInt8), 8), ShapeError);
+}
+
+// Pillow's bicubic, as the official pipeline resizes (tests/reference/make_preprocess_fixtures.py):
+// every pixel identical, shrinking and enlarging.
+TEST(Preprocess, ResizeMatchesPillowBicubicExactly) {
+  const io::SafetensorsFile f =
+      io::SafetensorsFile::open(VILAU_TEST_DATA_DIR "/preprocess/pil_bicubic.safetensors");
+  for (int64_t size : {32, 96}) {
+    SCOPED_TRACE(size);
+    EXPECT_TRUE(torch::equal(pil_bicubic_resize(f.tensor("input"), size, size),
+                             f.tensor("pil_bicubic." + std::to_string(size))));
+  }
+  const at::Tensor x = preprocess_image(f.tensor("input"), 32);
+  const at::Tensor expected =
+      (f.tensor("pil_bicubic.32").permute({2, 0, 1}).to(torch::kFloat) / 255.0 - 0.5) / 0.5;
+  EXPECT_TRUE(torch::equal(x, expected));
 }
 
 TEST(Preprocess, SquareCropTakesTopOfPortraitsAndCentreOfLandscapes) {

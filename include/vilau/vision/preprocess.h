@@ -6,10 +6,12 @@
 
 namespace vilau {
 
-// RGB uint8 [H, W, 3] -> float [3, S, S] in [-1, 1]: an S x S bicubic resize with
-// antialiasing (Pillow's filter, which the official CLIPImageProcessor uses), rounded to
-// uint8 like Pillow, then (x / 255 - 0.5) / 0.5. The aspect ratio is not kept, as in the
-// official "resize" mode.
+// Pillow's Image.resize(BICUBIC) on RGB uint8 [H, W, 3], to the pixel: the resize the
+// official pipeline applies before CLIPImageProcessor.
+at::Tensor pil_bicubic_resize(const at::Tensor& rgb, int64_t width, int64_t height);
+
+// RGB uint8 [H, W, 3] -> float [3, S, S] in [-1, 1]: pil_bicubic_resize to S x S, then
+// (x / 255 - 0.5) / 0.5. The aspect ratio is not kept, as in the official "resize" mode.
 at::Tensor preprocess_image(const at::Tensor& rgb, int64_t size);
 
 // Generation training data: a square crop, the top square of a portrait image, else the
