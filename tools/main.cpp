@@ -16,8 +16,7 @@ using AddCommand = void (*)(CLI::App&);
 constexpr AddCommand kCommands[] = {
     vilau::cli::add_info_command,      vilau::cli::add_config_command,
     vilau::cli::add_inspect_command,   vilau::cli::add_bench_command,
-    vilau::cli::add_tokenizer_command,
-    vilau::cli::add_vision_commands,
+    vilau::cli::add_tokenizer_command, vilau::cli::add_vision_commands,
 };
 
 }  // namespace

@@ -50,8 +50,10 @@ void PixelDecoderConfig::validate(const std::string& path) const {
   config_check(!ch_mult.empty(), path + ".ch_mult", "at least one level", "an empty list");
   // The decoder normalises with GroupNorm(32 groups) at every width.
   for (size_t i = 0; i < ch_mult.size(); ++i) {
-    config_check(ch_mult[i] > 0 && ch * ch_mult[i] % 32 == 0, path + ".ch_mult[" + std::to_string(i) + "]",
-                 "ch * ch_mult a positive multiple of 32 (GroupNorm groups)", std::to_string(ch * ch_mult[i]));
+    config_check(ch_mult[i] > 0 && ch * ch_mult[i] % 32 == 0,
+                 path + ".ch_mult[" + std::to_string(i) + "]",
+                 "ch * ch_mult a positive multiple of 32 (GroupNorm groups)",
+                 std::to_string(ch * ch_mult[i]));
   }
   config_check(latent_shape.empty() || latent_shape.size() == 2, path + ".latent_shape",
                "empty or [height, width]", std::to_string(latent_shape.size()) + " values");

@@ -160,8 +160,8 @@ TEST(Config, SemanticValidationNamesFileAndKey) {
   // GroupNorm(32) in every decoder block needs widths that are multiples of 32.
   const std::string groups = error_of<ConfigError>(
       [] { load_run_config(kPresets + "tiny.yaml", {"model.vision_tower.decoder.ch=24"}); });
-  EXPECT_THAT(groups, AllOf(HasSubstr("model.vision_tower.decoder.ch_mult[0]"), HasSubstr("multiple of 32"),
-                            HasSubstr("found 24")));
+  EXPECT_THAT(groups, AllOf(HasSubstr("model.vision_tower.decoder.ch_mult[0]"),
+                            HasSubstr("multiple of 32"), HasSubstr("found 24")));
 }
 
 TEST(Config, PrintedConfigReadsBackIdentically) {

@@ -16,7 +16,9 @@ namespace {
 
 const std::string kPresets = VILAU_SOURCE_DIR "/configs/presets/";
 
-ModelConfig preset(const std::string& name) { return *load_run_config(kPresets + name + ".yaml").model; }
+ModelConfig preset(const std::string& name) {
+  return *load_run_config(kPresets + name + ".yaml").model;
+}
 
 // The decoder's tensors must be exactly those the checkpoint adapter expects.
 void expect_official_names(const ModelConfig& config) {
@@ -40,8 +42,8 @@ TEST(PixelDecoder, ParametersCarryTheOfficialNames) {
 
 TEST(PixelDecoder, OutputShapesOfThe256And384Models) {
   torch::NoGradGuard no_grad;
-  for (const auto& [name, grid, pixels] : {std::tuple<std::string, int64_t, int64_t>{"7b-256", 16, 256},
-                                           {"7b-384", 27, 384}}) {
+  for (const auto& [name, grid, pixels] :
+       {std::tuple<std::string, int64_t, int64_t>{"7b-256", 16, 256}, {"7b-384", 27, 384}}) {
     SCOPED_TRACE(name);
     const ModelConfig config = preset(name);
     // Shapes follow from the geometry (grid, latent_shape, levels), not the widths: the
@@ -67,7 +69,9 @@ TEST(PixelDecoder, TinyDecodesAndRejectsWrongInput) {
   EXPECT_TRUE(torch::isfinite(out).all().item<bool>());
   // Batch items are decoded independently.
   EXPECT_TRUE(torch::allclose(decoder->forward(z.slice(0, 1, 2)), out.slice(0, 1, 2), 1e-5, 1e-5));
-  const std::string msg = vilau::testing::error_of<ShapeError>([&] { decoder->forward(torch::randn({2, 4, 4, 31})); });
+  const std::string msg = vilau::testing::error_of<ShapeError>([&] {
+    decoder->forward(torch::randn({2, 4, 4, 31}));
+  });
   EXPECT_NE(msg.find("expected [B, H, W, 32]"), std::string::npos) << msg;
 }
 
@@ -87,7 +91,8 @@ TEST(PixelDecoder, AttnBlockMatchesExplicitAttention) {
   const at::Tensor k = apply("k", h).reshape({2, 32, 15});
   const at::Tensor w = torch::softmax(torch::bmm(q, k) * std::pow(32.0, -0.5), 2);
   const at::Tensor v = apply("v", h).reshape({2, 32, 15});
-  const at::Tensor expected = x + apply("proj_out", torch::bmm(v, w.permute({0, 2, 1})).reshape({2, 32, 3, 5}));
+  const at::Tensor expected =
+      x + apply("proj_out", torch::bmm(v, w.permute({0, 2, 1})).reshape({2, 32, 3, 5}));
   EXPECT_TRUE(torch::allclose(got, expected, 1e-5, 1e-5));
 }
 
