@@ -1,0 +1,227 @@
+#include "vilau/llm/llama.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <string>
+#include <tuple>
+
+#include "vilau/core/error.h"
+
+namespace vilau {
+
+namespace {
+
+torch::nn::Linear linear(int64_t in, int64_t out) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
+}
+
+// HF's rotate_half: the two halves of the head dimension, not interleaved pairs.
+at::Tensor rotate_half(const at::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return at::cat({-x.slice(-1, half), x.slice(-1, 0, half)}, -1);
+}
+
+// cos and sin [B, 1, T, head_dim] for position_ids [B, T]. Linear scaling divides the
+// positions, as HF's LlamaLinearScalingRotaryEmbedding does before the product.
+std::pair<at::Tensor, at::Tensor> rotary(const LlmConfig& config, const at::Tensor& position_ids,
+                                         at::ScalarType dtype) {
+  const int64_t dim = config.hidden_size / config.num_heads;
+  const auto opts = at::TensorOptions().dtype(at::kFloat).device(position_ids.device());
+  const at::Tensor inv_freq =
+      at::pow(config.rope_theta, at::arange(0, dim, 2, opts.dtype(at::kLong)).to(at::kFloat) / dim)
+          .reciprocal();
+  at::Tensor t = position_ids.to(opts);
+  if (config.rope_scaling_factor != 1.0) {
+    t = t / config.rope_scaling_factor;
+  }
+  const at::Tensor freqs = t.unsqueeze(-1) * inv_freq;
+  const at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);
+  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+}
+
+// Boolean [B, 1, T, S] mask: causal over S = past + T keys, left pads excluded. Each position
+// may always see itself so that pad rows never softmax over nothing, which would make them
+// NaN and poison the gradients through the masked products.
+at::Tensor attention_allowed(const at::Tensor& attention_mask, int64_t past, int64_t steps) {
+  const int64_t total = past + steps;
+  const auto opts = at::TensorOptions().dtype(at::kLong).device(attention_mask.device());
+  const at::Tensor query = at::arange(past, total, opts).unsqueeze(1);
+  const at::Tensor key = at::arange(0, total, opts).unsqueeze(0);
+  const at::Tensor causal = key.le(query);
+  const at::Tensor token =
+      attention_mask.to(at::kBool).reshape({attention_mask.size(0), 1, 1, total});
+  return (causal & token) | key.eq(query);
+}
+
+// [B, kv_heads, S, D] -> [B, kv_heads * groups, S, D], each kv head serving `groups` queries.
+at::Tensor repeat_kv(const at::Tensor& x, int64_t groups) {
+  if (groups == 1) {
+    return x;
+  }
+  const auto s = x.sizes();
+  return x.unsqueeze(2)
+      .expand({s[0], s[1], groups, s[2], s[3]})
+      .reshape({s[0], s[1] * groups, s[2], s[3]});
+}
+
+}  // namespace
+
+KvCache::KvCache(const LlmConfig& config, int64_t batch, int64_t max_length, at::ScalarType dtype,
+                 at::Device device)
+    : max_length_(max_length) {
+  const int64_t head_dim = config.hidden_size / config.num_heads;
+  const auto opts = at::TensorOptions().dtype(dtype).device(device);
+  for (int64_t i = 0; i < config.num_layers; ++i) {
+    keys_.push_back(at::zeros({batch, config.num_kv_heads, max_length, head_dim}, opts));
+    values_.push_back(at::zeros({batch, config.num_kv_heads, max_length, head_dim}, opts));
+  }
+}
+
+std::pair<at::Tensor, at::Tensor> KvCache::append(int64_t layer, const at::Tensor& k,
+                                                  const at::Tensor& v) {
+  const int64_t end = length_ + k.size(2);
+  if (end > max_length_) {
+    throw ShapeError(describe("KV cache", "cached positions",
+                              "at most " + std::to_string(max_length_), std::to_string(end)));
+  }
+  auto& keys = keys_.at(layer);
+  auto& values = values_.at(layer);
+  keys.slice(2, length_, end).copy_(k);
+  values.slice(2, length_, end).copy_(v);
+  return {keys.slice(2, 0, end), values.slice(2, 0, end)};
+}
+
+void KvCache::advance(int64_t steps) { length_ += steps; }
+
+at::Tensor position_ids_from_mask(const at::Tensor& attention_mask) {
+  const at::Tensor mask = attention_mask.to(at::kLong);
+  return (mask.cumsum(-1) - 1).masked_fill(mask.eq(0), 1);
+}
+
+LlamaRmsNormImpl::LlamaRmsNormImpl(int64_t hidden_size, double eps) : eps_(eps) {
+  weight = register_parameter("weight", torch::ones({hidden_size}));
+}
+
+at::Tensor LlamaRmsNormImpl::forward(const at::Tensor& x) {
+  const at::Tensor h = x.to(at::kFloat);
+  const at::Tensor normed = h * at::rsqrt(h.pow(2).mean(-1, true) + eps_);
+  return weight * normed.to(x.scalar_type());
+}
+
+LlamaAttentionImpl::LlamaAttentionImpl(const LlmConfig& config)
+    : num_heads_(config.num_heads),
+      num_kv_heads_(config.num_kv_heads),
+      head_dim_(config.hidden_size / config.num_heads) {
+  const int64_t h = config.hidden_size;
+  q_proj = register_module("q_proj", linear(h, num_heads_ * head_dim_));
+  k_proj = register_module("k_proj", linear(h, num_kv_heads_ * head_dim_));
+  v_proj = register_module("v_proj", linear(h, num_kv_heads_ * head_dim_));
+  o_proj = register_module("o_proj", linear(num_heads_ * head_dim_, h));
+}
+
+at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos,
+                                       const at::Tensor& sin, const at::Tensor& allowed,
+                                       KvCache* cache, int64_t layer) {
+  const int64_t b = x.size(0), t = x.size(1);
+  const auto heads = [&](const at::Tensor& y, int64_t n) {
+    return y.view({b, t, n, head_dim_}).transpose(1, 2);
+  };
+  at::Tensor q = heads(q_proj(x), num_heads_);
+  at::Tensor k = heads(k_proj(x), num_kv_heads_);
+  at::Tensor v = heads(v_proj(x), num_kv_heads_);
+  q = q * cos + rotate_half(q) * sin;
+  k = k * cos + rotate_half(k) * sin;
+  if (cache != nullptr) {
+    std::tie(k, v) = cache->append(layer, k, v);
+  }
+  const int64_t groups = num_heads_ / num_kv_heads_;
+  const at::Tensor out =
+      at::scaled_dot_product_attention(q, repeat_kv(k, groups), repeat_kv(v, groups), allowed);
+  return o_proj(out.transpose(1, 2).reshape({b, t, num_heads_ * head_dim_}));
+}
+
+LlamaMlpImpl::LlamaMlpImpl(int64_t hidden_size, int64_t intermediate_size) {
+  gate_proj = register_module("gate_proj", linear(hidden_size, intermediate_size));
+  up_proj = register_module("up_proj", linear(hidden_size, intermediate_size));
+  down_proj = register_module("down_proj", linear(intermediate_size, hidden_size));
+}
+
+at::Tensor LlamaMlpImpl::forward(const at::Tensor& x) {
+  return down_proj(at::silu(gate_proj(x)) * up_proj(x));
+}
+
+LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlmConfig& config) {
+  self_attn = register_module("self_attn", LlamaAttention(config));
+  mlp = register_module("mlp", LlamaMlp(config.hidden_size, config.intermediate_size));
+  input_layernorm =
+      register_module("input_layernorm", LlamaRmsNorm(config.hidden_size, config.rms_norm_eps));
+  post_attention_layernorm = register_module("post_attention_layernorm",
+                                             LlamaRmsNorm(config.hidden_size, config.rms_norm_eps));
+}
+
+at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos,
+                                          const at::Tensor& sin, const at::Tensor& allowed,
+                                          KvCache* cache, int64_t layer) {
+  const at::Tensor h = x + self_attn(input_layernorm(x), cos, sin, allowed, cache, layer);
+  return h + mlp(post_attention_layernorm(h));
+}
+
+LlamaModelImpl::LlamaModelImpl(const LlmConfig& config) {
+  embed_tokens =
+      register_module("embed_tokens", torch::nn::Embedding(config.vocab_size, config.hidden_size));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int64_t i = 0; i < config.num_layers; ++i) {
+    layers->push_back(LlamaDecoderLayer(config));
+  }
+  norm = register_module("norm", LlamaRmsNorm(config.hidden_size, config.rms_norm_eps));
+}
+
+LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlmConfig& config) : config_(config) {
+  config_.validate("llm");
+  model = register_module("model", LlamaModel(config_));
+  if (!config_.tie_word_embeddings) {
+    lm_head = register_module("lm_head", linear(config_.hidden_size, config_.vocab_size));
+  }
+}
+
+at::Tensor LlamaForCausalLMImpl::embed(const at::Tensor& input_ids) {
+  return model->embed_tokens(input_ids);
+}
+
+at::Tensor LlamaForCausalLMImpl::hidden_states(const at::Tensor& inputs_embeds,
+                                               const at::Tensor& position_ids,
+                                               const at::Tensor& attention_mask, KvCache* cache) {
+  const int64_t steps = inputs_embeds.size(1);
+  const int64_t past = cache != nullptr ? cache->length() : 0;
+  if (attention_mask.dim() != 2 || attention_mask.size(0) != inputs_embeds.size(0) ||
+      attention_mask.size(1) != past + steps) {
+    throw ShapeError(describe(
+        "LLaMA", "attention mask shape",
+        "[" + std::to_string(inputs_embeds.size(0)) + ", " + std::to_string(past + steps) + "]",
+        c10::str(attention_mask.sizes())));
+  }
+  const auto [cos, sin] = rotary(config_, position_ids, inputs_embeds.scalar_type());
+  const at::Tensor allowed = attention_allowed(attention_mask, past, steps);
+  at::Tensor h = inputs_embeds;
+  for (size_t i = 0; i < model->layers->size(); ++i) {
+    h = model->layers->at<LlamaDecoderLayerImpl>(i).forward(h, cos, sin, allowed, cache,
+                                                            static_cast<int64_t>(i));
+  }
+  if (cache != nullptr) {
+    cache->advance(steps);
+  }
+  return model->norm(h);
+}
+
+at::Tensor LlamaForCausalLMImpl::logits(const at::Tensor& hidden) {
+  return lm_head ? lm_head(hidden) : at::linear(hidden, model->embed_tokens->weight);
+}
+
+at::Tensor LlamaForCausalLMImpl::forward(const at::Tensor& input_ids,
+                                         const at::Tensor& attention_mask) {
+  return logits(
+      hidden_states(embed(input_ids), position_ids_from_mask(attention_mask), attention_mask));
+}
+
+}  // namespace vilau

@@ -1,0 +1,171 @@
+// The LLaMA backbone against HF transformers 4.36.2 on two tiny random models
+// (tests/data/llama/llama_tiny.safetensors, from tests/reference/make_llama_fixtures.py).
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "test_util.h"
+#include "vilau/core/error.h"
+#include "vilau/io/safetensors.h"
+#include "vilau/llm/llama.h"
+#include "vilau/model/load_module.h"
+
+namespace vilau {
+namespace {
+
+using ::testing::HasSubstr;
+
+// fp32; HF runs eager attention, this port SDPA, so the sums differ in order only.
+constexpr double kMaxRelError = 1e-5;
+constexpr int64_t kPromptLength = 7;
+
+// (a) multi-head attention; (b) GQA with linear RoPE scaling, as the fixture script.
+LlmConfig tiny(const std::string& which) {
+  LlmConfig c;
+  c.vocab_size = 64;
+  c.hidden_size = 32;
+  c.intermediate_size = 64;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_kv_heads = which == "a" ? 4 : 2;
+  c.max_position_embeddings = 64;
+  c.rope_scaling_factor = which == "a" ? 1.0 : 2.0;
+  return c;
+}
+
+// max|a - b| / max|b| over the positions where `mask` [B, T] is 1.
+double relative_error(const at::Tensor& actual, const at::Tensor& expected,
+                      const at::Tensor& mask) {
+  EXPECT_EQ(actual.sizes(), expected.sizes());
+  const at::Tensor keep = mask.to(at::kBool);
+  const at::Tensor a = actual.index({keep}), b = expected.index({keep});
+  return (a - b).abs().max().item<double>() / b.abs().max().item<double>();
+}
+
+class LlamaTiny : public ::testing::TestWithParam<std::string> {
+ protected:
+  static void SetUpTestSuite() {
+    file_ = new io::SafetensorsFile(
+        io::SafetensorsFile::open(VILAU_TEST_DATA_DIR "/llama/llama_tiny.safetensors"));
+  }
+  static void TearDownTestSuite() {
+    delete file_;
+    file_ = nullptr;
+  }
+
+  void SetUp() override {
+    load_module(*model_, lookup(), prefix());
+    model_->eval();
+  }
+
+  std::string prefix() const { return GetParam() + "."; }
+  static TensorLookup lookup() {
+    return [](const std::string& name) {
+      return file_->find(name) != nullptr ? file_->tensor(name) : at::Tensor();
+    };
+  }
+  static at::Tensor get(const std::string& name) { return file_->tensor(name); }
+
+  static io::SafetensorsFile* file_;
+  LlamaForCausalLM model_{tiny(GetParam())};
+};
+
+io::SafetensorsFile* LlamaTiny::file_ = nullptr;
+
+TEST_P(LlamaTiny, ParameterNamesAndShapesAreHfs) {
+  std::map<std::string, std::vector<int64_t>> stored, declared;
+  for (const auto& info : file_->tensors()) {
+    if (info.name.rfind(prefix(), 0) == 0) {
+      stored[info.name.substr(prefix().size())] = info.shape;
+    }
+  }
+  for (const auto& p : model_->named_parameters()) {
+    declared[p.key()] = p.value().sizes().vec();
+  }
+  EXPECT_EQ(declared, stored);
+  EXPECT_EQ(model_->named_buffers().size(), 0u);
+}
+
+TEST_P(LlamaTiny, PositionIdsFollowHfForLeftPadding) {
+  testing::expect_bitwise_equal(position_ids_from_mask(get("input.attention_mask")),
+                                get("input.position_ids"));
+}
+
+TEST_P(LlamaTiny, LeftPaddedLogitsMatchReference) {
+  torch::NoGradGuard no_grad;
+  const at::Tensor mask = get("input.attention_mask");
+  const at::Tensor logits = model_->forward(get("input.input_ids"), mask);
+  const double error = relative_error(logits, get("output." + GetParam() + ".logits"), mask);
+  RecordProperty("max_rel_error", c10::str(error));
+  EXPECT_LE(error, kMaxRelError);
+}
+
+TEST_P(LlamaTiny, CachedDecodingMatchesFullForward) {
+  torch::NoGradGuard no_grad;
+  const at::Tensor ids = get("input.input_ids");
+  const at::Tensor continuation = get("input.continuation");
+  const int64_t batch = ids.size(0), steps = continuation.size(1);
+  at::Tensor mask = get("input.attention_mask");
+  const at::Tensor full_mask = at::cat({mask, at::ones_like(continuation)}, 1);
+  const at::Tensor full = model_->forward(at::cat({ids, continuation}, 1), full_mask);
+  const at::Tensor reference = get("output." + GetParam() + ".full_logits");
+  EXPECT_LE(relative_error(full, reference, full_mask), kMaxRelError);
+
+  KvCache cache(model_->config(), batch, kPromptLength + steps, at::kFloat, at::kCPU);
+  std::vector<at::Tensor> outputs{model_->logits(
+      model_->hidden_states(model_->embed(ids), position_ids_from_mask(mask), mask, &cache))};
+  for (int64_t i = 0; i < steps; ++i) {
+    // The mask keeps the prompt's left pads masked for every later step.
+    mask = at::cat({mask, at::ones({batch, 1}, mask.options())}, 1);
+    const at::Tensor token = continuation.slice(1, i, i + 1);
+    const at::Tensor positions = position_ids_from_mask(mask).slice(1, -1);
+    outputs.push_back(
+        model_->logits(model_->hidden_states(model_->embed(token), positions, mask, &cache)));
+  }
+  EXPECT_EQ(cache.length(), kPromptLength + steps);
+  const at::Tensor cached = at::cat(outputs, 1);
+  const double error = relative_error(cached, full, full_mask);
+  RecordProperty("max_rel_error", c10::str(error));
+  EXPECT_LE(error, kMaxRelError);
+  EXPECT_LE(relative_error(cached, reference, full_mask), kMaxRelError);
+}
+
+TEST_P(LlamaTiny, EveryParameterGetsAFiniteNonZeroGradient) {
+  model_->train();
+  const at::Tensor mask = get("input.attention_mask");
+  const at::Tensor logits = model_->forward(get("input.input_ids"), mask);
+  const at::Tensor targets =
+      get("input.continuation").slice(1, 0, kPromptLength).masked_fill(mask.eq(0), -100);
+  const at::Tensor loss =
+      torch::nn::functional::cross_entropy(logits.flatten(0, 1), targets.flatten());
+  loss.backward();
+  for (const auto& p : model_->named_parameters()) {
+    const at::Tensor grad = p.value().grad();
+    ASSERT_TRUE(grad.defined()) << p.key();
+    EXPECT_TRUE(grad.isfinite().all().item<bool>()) << p.key();
+    EXPECT_GT(grad.abs().max().item<double>(), 0.0) << p.key();
+  }
+}
+
+TEST_P(LlamaTiny, CacheOverflowIsAShapeError) {
+  torch::NoGradGuard no_grad;
+  KvCache cache(model_->config(), 2, 4, at::kFloat, at::kCPU);
+  const at::Tensor mask = get("input.attention_mask");
+  const std::string message = testing::error_of<ShapeError>([&] {
+    model_->hidden_states(model_->embed(get("input.input_ids")), position_ids_from_mask(mask), mask,
+                          &cache);
+  });
+  EXPECT_THAT(message, HasSubstr("at most 4"));
+}
+
+INSTANTIATE_TEST_SUITE_P(Llama, LlamaTiny, ::testing::Values("a", "b"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
+
+}  // namespace
+}  // namespace vilau
