@@ -6,6 +6,7 @@
 #include <map>
 
 #include "commands.h"
+#include "presets.h"
 #include "vilau/config.h"
 #include "vilau/core/error.h"
 #include "vilau/io/tensor_store.h"
@@ -104,19 +105,11 @@ void inspect_store(const std::string& path, bool table) {
 
 // Counts from shapes alone: nothing is allocated, so the 7B presets are instant.
 void inspect_preset(const std::string& name) {
-  fs::path file(name);
-  if (!fs::exists(file)) {
-    const char* env = std::getenv("VILAU_PRESET_DIR");
-    file = fs::path(env != nullptr ? env : VILAU_PRESET_DIR) / (name + ".yaml");
-  }
-  const Config config = load_run_config(file.string());
-  if (!config.model) {
-    throw ConfigError(describe(file.string(), "no 'model' section", "a model preset"));
-  }
-  std::printf("preset %s (%s)\n", name.c_str(), file.string().c_str());
+  const ModelConfig model = load_preset(name);
+  std::printf("preset %s (%s)\n", name.c_str(), model.name.c_str());
   std::printf("%-34s %20s %20s\n", "component", "parameters", "buffers");
   int64_t params = 0, buffers = 0, tower = 0;
-  for (const ComponentCount& c : count_parameters(*config.model)) {
+  for (const ComponentCount& c : count_parameters(model)) {
     std::printf("%-34s %20lld %20lld\n", c.component.c_str(), static_cast<long long>(c.parameters),
                 static_cast<long long>(c.buffers));
     params += c.parameters;

@@ -10,5 +10,6 @@ void add_inspect_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_tokenizer_command(CLI::App& app);
 void add_vision_commands(CLI::App& app);
+void add_init_command(CLI::App& app);
 
 }  // namespace vilau::cli

@@ -46,4 +46,22 @@ void VisionTowerImpl::load(const TensorLookup& lookup) {
   load_module(*decoder, lookup, "rqvaesiglip.");
 }
 
+std::map<std::string, at::Tensor> VisionTowerImpl::official_state_dict() {
+  std::map<std::string, at::Tensor> out;
+  const std::string decoder_prefix = "pixel_decoder.";
+  auto add = [&out, &decoder_prefix](std::string name, const at::Tensor& t) {
+    if (name.rfind(decoder_prefix, 0) == 0) {
+      name.erase(0, decoder_prefix.size());  // the decoder's children sit at rqvaesiglip. level
+    }
+    out["rqvaesiglip." + name] = t;
+  };
+  for (const auto& p : named_parameters()) {
+    add(p.key(), p.value());
+  }
+  for (const auto& b : named_buffers()) {
+    add(b.key(), b.value());
+  }
+  return out;
+}
+
 }  // namespace vilau

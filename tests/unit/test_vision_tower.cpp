@@ -52,6 +52,19 @@ TEST(VisionTower, LoadsEveryOfficialTensorByName) {
             static_cast<int64_t>(tensors.size()));
 }
 
+TEST(VisionTower, OfficialStateDictIsTheInverseOfLoad) {
+  const ModelConfig config = tiny();
+  const auto tensors = official_tower(config);
+  VisionTower tower(config.vision_tower);
+  tower->load(lookup_in(tensors));
+  const auto exported = tower->official_state_dict();
+  ASSERT_EQ(exported.size(), tensors.size());
+  for (const auto& [name, t] : tensors) {
+    ASSERT_TRUE(exported.count(name)) << name;
+    EXPECT_TRUE(torch::equal(exported.at(name), t)) << name;
+  }
+}
+
 TEST(VisionTower, EncodeDecodeIsConsistent) {
   const ModelConfig config = tiny();
   const auto tensors = official_tower(config);

@@ -5,6 +5,9 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include <map>
+#include <string>
+
 #include "vilau/model/load_module.h"
 #include "vilau/vision/config.h"
 #include "vilau/vision/pixel_decoder.h"
@@ -32,6 +35,9 @@ class VisionTowerImpl : public torch::nn::Module {
   // Every tensor from an official vision_tower/ checkpoint, `lookup` taking names such as
   // "rqvaesiglip.quantizer.codebooks.0.weight". ShapeError names what is missing.
   void load(const TensorLookup& lookup);
+  // Every parameter and buffer under its official name below vision_tower/, the inverse
+  // of load().
+  std::map<std::string, at::Tensor> official_state_dict();
 
   const VisionTowerConfig& config() const { return config_; }
   SiglipVisionTransformer vision{nullptr};
