@@ -23,6 +23,8 @@ using ::testing::HasSubstr;
 
 // Max relative error 1e-5 in fp32: both sides run the same operations in the same order, and
 // the margin covers kernels that sum in another order.
+using vilau::testing::relative_error;
+
 constexpr double kMaxRelError = 1e-5;
 constexpr int64_t kDepth = 3, kCodebook = 16, kCodeDim = 8, kLlmHidden = 24;
 
@@ -32,12 +34,6 @@ DepthTransformerConfig tiny_config() {
   c.num_layers = 2;
   c.num_heads = 4;
   return c;
-}
-
-// max|a - b| / max|b|: one scale for the whole tensor, so near-zero entries do not dominate.
-double relative_error(const at::Tensor& actual, const at::Tensor& expected) {
-  EXPECT_EQ(actual.sizes(), expected.sizes());
-  return (actual - expected).abs().max().item<double>() / expected.abs().max().item<double>();
 }
 
 class DepthTransformerTiny : public ::testing::Test {
@@ -58,28 +54,11 @@ class DepthTransformerTiny : public ::testing::Test {
     projector_->eval();
   }
 
-  static TensorLookup lookup() {
-    return [](const std::string& name) {
-      return file_->find(name) != nullptr ? file_->tensor(name) : at::Tensor();
-    };
-  }
+  static TensorLookup lookup() { return vilau::testing::lookup_in(*file_); }
   static at::Tensor get(const std::string& name) { return file_->tensor(name); }
 
   static std::map<std::string, std::vector<int64_t>> stored(const std::string& prefix) {
-    std::map<std::string, std::vector<int64_t>> out;
-    for (const auto& info : file_->tensors()) {
-      if (info.name.rfind(prefix, 0) == 0) {
-        out[info.name.substr(prefix.size())] = info.shape;
-      }
-    }
-    return out;
-  }
-  static std::map<std::string, std::vector<int64_t>> declared(torch::nn::Module& module) {
-    std::map<std::string, std::vector<int64_t>> out;
-    for (const auto& p : module.named_parameters()) {
-      out[p.key()] = p.value().sizes().vec();
-    }
-    return out;
+    return vilau::testing::stored_shapes(*file_, prefix);
   }
 
   // Embeddings [n, C] of codes at depth d, from the fixture's per-depth codebooks [D, K, C].
@@ -95,8 +74,8 @@ class DepthTransformerTiny : public ::testing::Test {
 io::SafetensorsFile* DepthTransformerTiny::file_ = nullptr;
 
 TEST_F(DepthTransformerTiny, ParameterNamesAndShapesAreOfficial) {
-  EXPECT_EQ(declared(*model_), stored("rqtransformer."));
-  EXPECT_EQ(declared(*projector_), stored("mm_projector."));
+  EXPECT_EQ(vilau::testing::parameter_shapes(*model_), stored("rqtransformer."));
+  EXPECT_EQ(vilau::testing::parameter_shapes(*projector_), stored("mm_projector."));
   EXPECT_EQ(model_->named_buffers().size(), 0u);
   EXPECT_EQ(projector_->named_buffers().size(), 0u);
 }

@@ -42,8 +42,7 @@ double relative_error(const at::Tensor& actual, const at::Tensor& expected,
                       const at::Tensor& mask) {
   EXPECT_EQ(actual.sizes(), expected.sizes());
   const at::Tensor keep = mask.to(at::kBool);
-  const at::Tensor a = actual.index({keep}), b = expected.index({keep});
-  return (a - b).abs().max().item<double>() / b.abs().max().item<double>();
+  return vilau::testing::relative_error(actual.index({keep}), expected.index({keep}));
 }
 
 class LlamaTiny : public ::testing::TestWithParam<std::string> {
@@ -63,11 +62,7 @@ class LlamaTiny : public ::testing::TestWithParam<std::string> {
   }
 
   std::string prefix() const { return GetParam() + "."; }
-  static TensorLookup lookup() {
-    return [](const std::string& name) {
-      return file_->find(name) != nullptr ? file_->tensor(name) : at::Tensor();
-    };
-  }
+  static TensorLookup lookup() { return vilau::testing::lookup_in(*file_); }
   static at::Tensor get(const std::string& name) { return file_->tensor(name); }
 
   static io::SafetensorsFile* file_;
@@ -77,16 +72,8 @@ class LlamaTiny : public ::testing::TestWithParam<std::string> {
 io::SafetensorsFile* LlamaTiny::file_ = nullptr;
 
 TEST_P(LlamaTiny, ParameterNamesAndShapesAreHfs) {
-  std::map<std::string, std::vector<int64_t>> stored, declared;
-  for (const auto& info : file_->tensors()) {
-    if (info.name.rfind(prefix(), 0) == 0) {
-      stored[info.name.substr(prefix().size())] = info.shape;
-    }
-  }
-  for (const auto& p : model_->named_parameters()) {
-    declared[p.key()] = p.value().sizes().vec();
-  }
-  EXPECT_EQ(declared, stored);
+  EXPECT_EQ(vilau::testing::parameter_shapes(*model_),
+            vilau::testing::stored_shapes(*file_, prefix()));
   EXPECT_EQ(model_->named_buffers().size(), 0u);
 }
 

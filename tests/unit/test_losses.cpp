@@ -35,22 +35,19 @@ void fill_seeded(std::map<std::string, at::Tensor> named,
   }
 }
 
-// fp32 max relative error: max|a - b| / max|b|.
-double rel_err(const at::Tensor& a, const at::Tensor& b) {
-  return ((a - b).abs().max() / b.abs().max()).item<double>();
-}
+using vilau::testing::relative_error;
 
 TEST(Losses, ContrastiveMatchReference) {
   const auto& f = fixture();
   const at::Tensor img = f.tensor("input.image_embeds"), txt = f.tensor("input.text_embeds");
-  EXPECT_LE(
-      rel_err(siglip_loss(img, txt, f.tensor("input.logit_scale"), f.tensor("input.logit_bias"))
-                  .reshape(1),
-              f.tensor("siglip.loss")),
-      1e-6);
-  EXPECT_LE(
-      rel_err(clip_loss(img, txt, f.tensor("input.logit_scale")).reshape(1), f.tensor("clip.loss")),
-      1e-6);
+  EXPECT_LE(relative_error(
+                siglip_loss(img, txt, f.tensor("input.logit_scale"), f.tensor("input.logit_bias"))
+                    .reshape(1),
+                f.tensor("siglip.loss")),
+            1e-6);
+  EXPECT_LE(relative_error(clip_loss(img, txt, f.tensor("input.logit_scale")).reshape(1),
+                           f.tensor("clip.loss")),
+            1e-6);
   // Orthogonal embeddings: aligned pairs cost far less than shifted ones.
   const at::Tensor scale = torch::tensor({2.0f}), bias = torch::tensor({-1.0f});
   const at::Tensor e = torch::eye(4), shifted = torch::roll(e, 1, 0);
@@ -75,7 +72,7 @@ TEST(Losses, PerceptualMatchesReferenceAndLoadsByName) {
   });
   const auto& f = fixture();
   const at::Tensor got = lpips->forward(f.tensor("lpips.input.a"), f.tensor("lpips.input.b"));
-  EXPECT_LE(rel_err(got, f.tensor("lpips.output")), 1e-5);  // fp32 tolerance
+  EXPECT_LE(relative_error(got, f.tensor("lpips.output")), 1e-5);  // fp32 tolerance
   EXPECT_TRUE(torch::allclose(lpips->forward(f.tensor("lpips.input.a"), f.tensor("lpips.input.a")),
                               torch::zeros({2})));
 
@@ -113,7 +110,7 @@ TEST(Losses, PatchDiscriminatorMatchesReference) {
   const auto& f = fixture();
   const at::Tensor out = disc->forward(f.tensor("disc.input"));
   EXPECT_EQ(out.sizes().vec(), (std::vector<int64_t>{2, 1, 6, 6}));
-  EXPECT_LE(rel_err(out, f.tensor("disc.output")), 1e-5);
+  EXPECT_LE(relative_error(out, f.tensor("disc.output")), 1e-5);
 }
 
 TEST(Losses, HingeAndGeneratorLosses) {

@@ -22,6 +22,8 @@ using ::testing::HasSubstr;
 // Max relative error 1e-5 in fp32. Both sides run the same operations in the same order; with
 // the LibTorch that PyTorch 2.13 ships they agree bit for bit, and the margin covers other
 // builds whose kernels sum in another order.
+using vilau::testing::relative_error;
+
 constexpr double kMaxRelError = 1e-5;
 
 SiglipVisionConfig tiny_vision() {
@@ -46,12 +48,6 @@ SiglipTextConfig tiny_text() {
   return c;
 }
 
-// max|a - b| / max|b|: one scale for the whole tensor, so near-zero entries do not dominate.
-double relative_error(const at::Tensor& actual, const at::Tensor& expected) {
-  EXPECT_EQ(actual.sizes(), expected.sizes());
-  return (actual - expected).abs().max().item<double>() / expected.abs().max().item<double>();
-}
-
 class SiglipTiny : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -70,29 +66,11 @@ class SiglipTiny : public ::testing::Test {
     text_->eval();
   }
 
-  static TensorLookup lookup() {
-    return [](const std::string& name) {
-      return file_->find(name) != nullptr ? file_->tensor(name) : at::Tensor();
-    };
-  }
+  static TensorLookup lookup() { return vilau::testing::lookup_in(*file_); }
   static at::Tensor get(const std::string& name) { return file_->tensor(name); }
 
-  // Names and shapes the fixture stores under `prefix`.
   static std::map<std::string, std::vector<int64_t>> stored(const std::string& prefix) {
-    std::map<std::string, std::vector<int64_t>> out;
-    for (const auto& info : file_->tensors()) {
-      if (info.name.rfind(prefix, 0) == 0) {
-        out[info.name.substr(prefix.size())] = info.shape;
-      }
-    }
-    return out;
-  }
-  static std::map<std::string, std::vector<int64_t>> declared(torch::nn::Module& module) {
-    std::map<std::string, std::vector<int64_t>> out;
-    for (const auto& p : module.named_parameters()) {
-      out[p.key()] = p.value().sizes().vec();
-    }
-    return out;
+    return vilau::testing::stored_shapes(*file_, prefix);
   }
 
   static io::SafetensorsFile* file_;
@@ -104,8 +82,8 @@ class SiglipTiny : public ::testing::Test {
 io::SafetensorsFile* SiglipTiny::file_ = nullptr;
 
 TEST_F(SiglipTiny, ParameterNamesAndShapesAreHfs) {
-  EXPECT_EQ(declared(*vision_), stored("vision_model."));
-  EXPECT_EQ(declared(*text_), stored("text_model."));
+  EXPECT_EQ(vilau::testing::parameter_shapes(*vision_), stored("vision_model."));
+  EXPECT_EQ(vilau::testing::parameter_shapes(*text_), stored("text_model."));
   EXPECT_EQ(vision_->named_buffers().size(), 0u);
   EXPECT_EQ(text_->named_buffers().size(), 0u);
 }
