@@ -12,12 +12,12 @@ import argparse
 import contextlib
 import dataclasses
 import importlib.util
-import json
 import os
-import subprocess
 import sys
 
 import torch
+
+from fixture_io import save_safetensors, vila_u_commit
 
 ENCODER_DIR = "vila_u/model/multimodal_encoder/rqvaesigliptransformer"
 PROJECTOR_FILE = "vila_u/model/multimodal_projector/base_projector.py"
@@ -27,34 +27,6 @@ OUT = os.path.join(REPO_ROOT, "tests", "data", "depth", "depth_tiny.safetensors"
 EMBED_DIM, LAYERS, HEADS = 32, 2, 4
 DEPTH, CODEBOOK, CODE_DIM, LLM_HIDDEN = 3, 16, 8, 24
 CFG = 3.0
-
-
-def vila_u_commit(root):
-    try:
-        return subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def save_safetensors(path, tensors, metadata):
-    # Written by hand rather than with the safetensors package, whose metadata order varies
-    # between runs: sorted keys make the file byte-identical every time.
-    dtypes = {torch.float32: "F32", torch.int64: "I64"}
-    header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        data = t.numpy().tobytes()
-        header[name] = {"dtype": dtypes[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(len(text).to_bytes(8, "little"))
-        f.write(text)
-        f.writelines(blobs)
 
 
 @contextlib.contextmanager

@@ -12,6 +12,8 @@ import torch
 import transformers
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from fixture_io import save_safetensors
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(REPO_ROOT, "tests", "data", "llama", "llama_tiny.safetensors")
 
@@ -24,25 +26,6 @@ CONFIGS = {
     "b": dict(BASE, num_key_value_heads=2, rope_scaling={"type": "linear", "factor": 2.0}),
 }
 LENGTHS = (7, 4)  # the second sequence is left-padded to the first's length
-
-
-def save_safetensors(path, tensors, metadata):
-    # Written by hand with sorted keys so that the file is byte-identical on every run.
-    dtypes = {torch.float32: "F32", torch.int64: "I64"}
-    header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        data = t.numpy().tobytes()
-        header[name] = {"dtype": dtypes[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(len(text).to_bytes(8, "little"))
-        f.write(text)
-        f.writelines(blobs)
 
 
 def randomise(model, generator):

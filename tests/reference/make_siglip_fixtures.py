@@ -10,12 +10,12 @@ is the reference. Pass a checkout of https://github.com/mit-han-lab/vila-u:
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 
 import torch
+
+from fixture_io import save_safetensors, vila_u_commit
 
 SIGLIP_DIR = "vila_u/model/multimodal_encoder/rqvaesigliptransformer/rqvaesiglip"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -25,34 +25,6 @@ VISION = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
               num_hidden_layers=3, num_attention_heads=4)
 TEXT = dict(vocab_size=512, max_position_embeddings=16, hidden_size=32, intermediate_size=64,
             num_hidden_layers=2, num_attention_heads=4)
-
-
-def vila_u_commit(root):
-    try:
-        return subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def save_safetensors(path, tensors, metadata):
-    # Written by hand rather than with the safetensors package, whose metadata order varies
-    # between runs: sorted keys make the file byte-identical every time.
-    dtypes = {torch.float32: "F32", torch.int64: "I64"}
-    header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].contiguous()
-        data = t.numpy().tobytes()
-        header[name] = {"dtype": dtypes[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(len(text).to_bytes(8, "little"))
-        f.write(text)
-        f.writelines(blobs)
 
 
 def randomise(model, generator):
