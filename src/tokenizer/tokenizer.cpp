@@ -423,11 +423,9 @@ int64_t Tokenizer::token_id(const std::string& token) const {
 }
 
 int64_t Tokenizer::size() const {
-  int64_t n = impl_->sp.GetPieceSize();
-  for (const auto& [id, content] : impl_->added_ids) {
-    n = std::max(n, id + 1);
-  }
-  return n;
+  const int64_t pieces = impl_->sp.GetPieceSize();
+  // added_ids is ordered by id: the last one bounds the vocabulary.
+  return impl_->added_ids.empty() ? pieces : std::max(pieces, impl_->added_ids.rbegin()->first + 1);
 }
 
 }  // namespace vilau

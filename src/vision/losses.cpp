@@ -86,8 +86,10 @@ at::Tensor reconstruction_loss(const at::Tensor& reconstruction, const at::Tenso
 // keep torchvision's indices, as the lpips package names them.
 PerceptualLossImpl::PerceptualLossImpl() {
   auto scaling = register_module("scaling_layer", std::make_shared<torch::nn::Module>());
-  scaling->register_buffer("shift", torch::tensor({-.030f, -.088f, -.188f}).view({1, 3, 1, 1}));
-  scaling->register_buffer("scale", torch::tensor({.458f, .448f, .450f}).view({1, 3, 1, 1}));
+  shift_ =
+      scaling->register_buffer("shift", torch::tensor({-.030f, -.088f, -.188f}).view({1, 3, 1, 1}));
+  scale_ =
+      scaling->register_buffer("scale", torch::tensor({.458f, .448f, .450f}).view({1, 3, 1, 1}));
   auto net = register_module("net", std::make_shared<torch::nn::Module>());
   const std::vector<std::vector<int64_t>> widths = {
       {64, 64}, {128, 128}, {256, 256, 256}, {512, 512, 512}, {512, 512, 512}};
@@ -122,10 +124,7 @@ PerceptualLossImpl::PerceptualLossImpl() {
 }
 
 at::Tensor PerceptualLossImpl::forward(const at::Tensor& input, const at::Tensor& target) {
-  const auto& scaling = named_children()["scaling_layer"];
-  const at::Tensor shift = scaling->named_buffers()["shift"],
-                   scale = scaling->named_buffers()["scale"];
-  at::Tensor a = (input - shift) / scale, b = (target - shift) / scale;
+  at::Tensor a = (input - shift_) / scale_, b = (target - shift_) / scale_;
   at::Tensor total;
   for (size_t s = 0; s < slices_.size(); ++s) {
     a = slices_[s]->forward(a);

@@ -77,6 +77,7 @@ class PerceptualLossImpl : public torch::nn::Module {
  private:
   std::vector<torch::nn::Sequential> slices_;
   std::vector<torch::nn::Sequential> lins_;
+  at::Tensor shift_, scale_;  // lpips' input normalisation, buffers of "scaling_layer"
 };
 TORCH_MODULE(PerceptualLoss);
 
