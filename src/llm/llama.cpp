@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "vilau/core/error.h"
+#include "vilau/core/recompute.h"
 
 namespace vilau {
 
@@ -203,10 +204,23 @@ at::Tensor LlamaForCausalLMImpl::hidden_states(const at::Tensor& inputs_embeds,
   }
   const auto [cos, sin] = rotary(config_, position_ids, inputs_embeds.scalar_type());
   const at::Tensor allowed = attention_allowed(attention_mask, past, steps);
+  // Recomputing needs no cache (a cached layer would append twice) and a differentiable
+  // input; inference and frozen-embedding first layers run plainly.
+  const bool recompute =
+      activation_checkpointing_ && cache == nullptr && is_training() && at::GradMode::is_enabled();
   at::Tensor h = inputs_embeds;
   for (size_t i = 0; i < model->layers->size(); ++i) {
-    h = model->layers->at<LlamaDecoderLayerImpl>(i).forward(h, cos, sin, allowed, cache,
-                                                            static_cast<int64_t>(i));
+    LlamaDecoderLayerImpl& layer = model->layers->at<LlamaDecoderLayerImpl>(i);
+    const auto index = static_cast<int64_t>(i);
+    if (recompute && h.requires_grad()) {
+      h = recompute_in_backward(
+          [&layer, cos, sin, allowed, index](const at::Tensor& x) {
+            return layer.forward(x, cos, sin, allowed, nullptr, index);
+          },
+          h);
+    } else {
+      h = layer.forward(h, cos, sin, allowed, cache, index);
+    }
   }
   if (cache != nullptr) {
     cache->advance(steps);

@@ -6,6 +6,7 @@
 #include "vilau/core/error.h"
 #include "vilau/llm/depth_transformer.h"
 #include "vilau/llm/llama.h"
+#include "vilau/model/load_module.h"
 #include "vilau/model/projector.h"
 #include "vilau/model/state_dict_adapter.h"
 #include "vilau/vision/vision_tower.h"
@@ -31,13 +32,13 @@ void check_memory(const ModelConfig& config) {
   }
 }
 
+// Converts module by module, so that only one component exists in fp32 at a time.
 void collect(std::map<std::string, at::Tensor>& out, const std::string& prefix,
              torch::nn::Module& module) {
-  for (const auto& p : module.named_parameters()) {
-    out[prefix + p.key()] = p.value().detach().to(torch::kBFloat16);
-  }
-  for (const auto& b : module.named_buffers()) {
-    out[prefix + b.key()] = b.value().to(torch::kBFloat16);
+  std::map<std::string, at::Tensor> tensors;
+  add_module_tensors(tensors, prefix, module);
+  for (auto& [name, t] : tensors) {
+    out[name] = t.to(torch::kBFloat16);
   }
 }
 

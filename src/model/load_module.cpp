@@ -36,4 +36,16 @@ void load_module(torch::nn::Module& module, const TensorLookup& lookup, const st
   }
 }
 
+void add_module_tensors(std::map<std::string, at::Tensor>& out, const std::string& prefix,
+                        torch::nn::Module& module) {
+  for (const auto& item : module.named_parameters()) {
+    out[prefix + item.key()] = item.value().detach();
+  }
+  for (const auto& item : module.named_buffers()) {
+    if (item.key().find("num_batches_tracked") == std::string::npos) {
+      out[prefix + item.key()] = item.value();
+    }
+  }
+}
+
 }  // namespace vilau

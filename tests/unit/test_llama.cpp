@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,20 @@ double relative_error(const at::Tensor& actual, const at::Tensor& expected,
   EXPECT_EQ(actual.sizes(), expected.sizes());
   const at::Tensor keep = mask.to(at::kBool);
   return vilau::testing::relative_error(actual.index({keep}), expected.index({keep}));
+}
+
+// Whether autograd will run a node whose name contains `name` to differentiate `output`.
+bool graph_has_node(const at::Tensor& output, const std::string& name) {
+  std::vector<torch::autograd::Node*> stack = {output.grad_fn().get()};
+  std::set<torch::autograd::Node*> seen;
+  while (!stack.empty()) {
+    torch::autograd::Node* node = stack.back();
+    stack.pop_back();
+    if (node == nullptr || !seen.insert(node).second) continue;
+    if (node->name().find(name) != std::string::npos) return true;
+    for (const auto& edge : node->next_edges()) stack.push_back(edge.function.get());
+  }
+  return false;
 }
 
 class LlamaTiny : public ::testing::TestWithParam<std::string> {
@@ -135,6 +150,32 @@ TEST_P(LlamaTiny, EveryParameterGetsAFiniteNonZeroGradient) {
     ASSERT_TRUE(grad.defined()) << p.key();
     EXPECT_TRUE(grad.isfinite().all().item<bool>()) << p.key();
     EXPECT_GT(grad.abs().max().item<double>(), 0.0) << p.key();
+  }
+}
+
+TEST_P(LlamaTiny, ActivationCheckpointingGivesTheSameLossAndGradients) {
+  model_->train();
+  const at::Tensor mask = get("input.attention_mask");
+  const at::Tensor targets =
+      get("input.continuation").slice(1, 0, kPromptLength).masked_fill(mask.eq(0), -100);
+  std::map<std::string, at::Tensor> grads[2];
+  double losses[2];
+  for (int checkpointing = 0; checkpointing < 2; ++checkpointing) {
+    model_->zero_grad();
+    model_->set_activation_checkpointing(checkpointing == 1);
+    const at::Tensor logits = model_->forward(get("input.input_ids"), mask);
+    const at::Tensor loss =
+        torch::nn::functional::cross_entropy(logits.flatten(0, 1), targets.flatten());
+    EXPECT_EQ(graph_has_node(loss, "Recompute"), checkpointing == 1);
+    loss.backward();
+    losses[checkpointing] = loss.item<double>();
+    for (const auto& p : model_->named_parameters()) {
+      grads[checkpointing][p.key()] = p.value().grad().clone();
+    }
+  }
+  EXPECT_EQ(losses[0], losses[1]);
+  for (const auto& [name, grad] : grads[0]) {
+    EXPECT_LE(vilau::testing::relative_error(grads[1].at(name), grad), 1e-6) << name;
   }
 }
 

@@ -121,12 +121,17 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& input_ids, const at::Tensor& attention_mask);
 
   const LlmConfig& config() const { return config_; }
+  // Recompute each decoder layer in backward instead of keeping its activations; applies
+  // to training forwards without a cache.
+  void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
+  bool activation_checkpointing() const { return activation_checkpointing_; }
 
   LlamaModel model{nullptr};
   torch::nn::Linear lm_head{nullptr};  // null when tie_word_embeddings
 
  private:
   LlmConfig config_;
+  bool activation_checkpointing_ = false;
 };
 TORCH_MODULE(LlamaForCausalLM);
 

@@ -4,6 +4,7 @@
 #include <torch/nn/module.h>
 
 #include <functional>
+#include <map>
 #include <string>
 
 namespace vilau {
@@ -16,5 +17,9 @@ using TensorLookup = std::function<at::Tensor(const std::string&)>;
 // ShapeError naming the tensor, with the expected and found shapes, when one is missing or
 // mismatched. BatchNorm's num_batches_tracked counters are not checkpoint tensors.
 void load_module(torch::nn::Module& module, const TensorLookup& lookup, const std::string& prefix);
+
+// The inverse: every parameter (detached) and buffer of `module` into `out` as prefix + name.
+void add_module_tensors(std::map<std::string, at::Tensor>& out, const std::string& prefix,
+                        torch::nn::Module& module);
 
 }  // namespace vilau
