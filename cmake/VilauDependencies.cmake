@@ -71,6 +71,13 @@ endif()
 find_package(SentencePiece)
 vilau_require(SentencePiece_FOUND "SentencePiece" "Install: apt-get install libsentencepiece-dev")
 
+# --- libarchive (webdataset tar shards) ----------------------------------------------
+find_package(LibArchive REQUIRED)
+
+# --- Gloo headers: pip LibTorch has Gloo built in but ships without its headers ---------
+find_path(VILAU_GLOO_INCLUDE_DIR gloo/algorithm.h)
+vilau_require(VILAU_GLOO_INCLUDE_DIR "Gloo headers" "Install: apt-get install libgloo-dev")
+
 # --- Header and small libraries with CMake configs ------------------------------------
 find_package(nlohmann_json 3.9 QUIET)
 vilau_require(nlohmann_json_FOUND "nlohmann_json" "Install: apt-get install nlohmann-json3-dev")

@@ -11,6 +11,12 @@ void Config::validate() const {
   if (sampling) {
     sampling->validate("sampling");
   }
+  if (train) {
+    train->validate("train");
+  }
+  if (data) {
+    data->validate("data");
+  }
 }
 
 Config load_run_config(const std::string& path, const std::vector<std::string>& overrides) {

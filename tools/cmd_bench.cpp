@@ -122,6 +122,9 @@ void bench_load(const std::string& path, int repeats, double create_gb) {
 
 }  // namespace
 
+void add_bench_data_command(CLI::App& bench);  // cmd_bench_data.cpp
+void add_bench_generate_command(CLI::App& bench);  // cmd_bench_generate.cpp
+
 void add_bench_command(CLI::App& app) {
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks; each prints one JSON object");
   bench->require_subcommand(1);
@@ -138,6 +141,8 @@ void add_bench_command(CLI::App& app) {
   load_cmd->add_option("--create-gb", *create_gb,
                        "First write a test file of this many GiB if FILE is missing");
   load_cmd->callback([path, repeats, create_gb] { bench_load(*path, *repeats, *create_gb); });
+  add_bench_data_command(*bench);
+  add_bench_generate_command(*bench);
 }
 
 }  // namespace vilau::cli

@@ -11,5 +11,8 @@ void add_bench_command(CLI::App& app);
 void add_tokenizer_command(CLI::App& app);
 void add_vision_commands(CLI::App& app);
 void add_init_command(CLI::App& app);
+void add_train_command(CLI::App& app);
+void add_chat_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
 
 }  // namespace vilau::cli

@@ -17,7 +17,8 @@ constexpr AddCommand kCommands[] = {
     vilau::cli::add_info_command,      vilau::cli::add_config_command,
     vilau::cli::add_inspect_command,   vilau::cli::add_bench_command,
     vilau::cli::add_tokenizer_command, vilau::cli::add_vision_commands,
-    vilau::cli::add_init_command,
+    vilau::cli::add_init_command,      vilau::cli::add_train_command,
+    vilau::cli::add_chat_command,      vilau::cli::add_generate_command,
 };
 
 }  // namespace

@@ -6,19 +6,25 @@
 #include <vector>
 
 #include "vilau/core/config.h"
+#include "vilau/data/config.h"
 #include "vilau/infer/sampling.h"
 #include "vilau/model/config.h"
+#include "vilau/train/config.h"
 
 namespace vilau {
 
 struct Config {
   std::optional<ModelConfig> model;
   std::optional<SamplingConfig> sampling;
+  std::optional<TrainConfig> train;
+  std::optional<data::DataConfig> data;
 
   template <class V>
   void visit(V& v) {
     v.field("model", model);
     v.field("sampling", sampling);
+    v.field("train", train);
+    v.field("data", data);
   }
   void validate() const;
 };

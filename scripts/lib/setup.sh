@@ -28,7 +28,7 @@ vilau_as_root() {
 vilau_install_system_packages() {
   local wanted=(libsentencepiece-dev libopencv-core-dev libopencv-imgproc-dev
     libopencv-imgcodecs-dev libopencv-videoio-dev nlohmann-json3-dev libspdlog-dev
-    libyaml-cpp-dev libcli11-dev libgtest-dev libgmock-dev libarchive-dev pkg-config)
+    libyaml-cpp-dev libcli11-dev libgtest-dev libgmock-dev libarchive-dev libgloo-dev pkg-config)
   command -v g++ >/dev/null 2>&1 || wanted+=(g++ make)
   command -v cmake >/dev/null 2>&1 || wanted+=(cmake)
   command -v ninja >/dev/null 2>&1 || wanted+=(ninja-build)

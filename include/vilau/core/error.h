@@ -43,6 +43,12 @@ class DeviceError : public Error {
   using Error::Error;
 };
 
+// A collective that failed or timed out, usually because another rank exited.
+class DistError : public Error {
+ public:
+  using Error::Error;
+};
+
 // "<where>: <what>: expected <expected>, found <found>"; empty parts are left out.
 std::string describe(std::string_view where, std::string_view what, std::string_view expected = {},
                      std::string_view found = {});

@@ -2,6 +2,9 @@
 // Sampling settings (SPEC §4.1, §4.3). Defaults are those of the official inference.py:
 // images sample with CFG 3, top-k 900 then top-p 0.96; chat answers with
 // temperature 0.9 and top-p 0.6.
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <string>
 
@@ -40,5 +43,19 @@ struct SamplingConfig {
   }
   void validate(const std::string& path = "sampling") const;
 };
+
+// The official sample_from_logits on fp32 copies of logits [N, V]: divide by the
+// temperature, keep the top-k values (ties with the k-th kept), softmax, then drop the tokens
+// whose preceding cumulative probability is >= top_p (the most likely one always stays).
+// Returns the probabilities [N, V] fp32 the draw uses.
+at::Tensor sampling_probabilities(const at::Tensor& logits, const SamplerConfig& config);
+
+// One token per row [N] int64: the argmax when temperature is 0, else a draw from
+// sampling_probabilities with `generator` (which must live on the logits' device).
+at::Tensor sample_tokens(const at::Tensor& logits, const SamplerConfig& config,
+                         at::Generator& generator);
+
+// A generator for `device` seeded with `seed`, independent of the global one.
+at::Generator make_generator(at::Device device, uint64_t seed);
 
 }  // namespace vilau

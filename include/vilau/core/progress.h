@@ -1,0 +1,44 @@
+#pragma once
+// Progress of long work: a one-line bar on stderr with rate and ETA (a plain line per update
+// when stderr is not a terminal, so that logs stay readable), and metrics as JSON lines.
+#include <chrono>
+#include <cstdint>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace vilau {
+
+class ProgressBar {
+ public:
+  // `unit` names what is counted ("step", "image"); `done` is where a resumed job starts.
+  ProgressBar(std::string label, int64_t total, std::string unit, int64_t done = 0,
+              bool enabled = true);
+  // Sets the count and redraws with `status` (e.g. "loss 2.31 lr 1e-4").
+  void update(int64_t done, const std::string& status = {});
+  void finish(const std::string& status = {});
+  double rate() const;  // units per second since construction
+
+ private:
+  std::string label_, unit_;
+  int64_t total_, start_, done_;
+  bool enabled_, tty_;
+  std::chrono::steady_clock::time_point begin_;
+};
+
+// Appends one JSON object per line and flushes it, so a crash loses at most one line.
+class MetricsWriter {
+ public:
+  explicit MetricsWriter(const std::string& path);  // IoError when it cannot be opened
+  void write(const nlohmann::json& record);
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::ofstream out_;
+};
+
+// "1h02m", "3m05s", "12s".
+std::string format_duration(double seconds);
+
+}  // namespace vilau

@@ -1,0 +1,79 @@
+#pragma once
+// Text-to-image and text-to-video generation with classifier-free guidance (SPEC §4.1,
+// §4.2). Unlike the official loop, no lm_head runs and no text token is sampled during
+// image steps (§4.6): each LLM step's hidden state goes straight to the depth transformer,
+// which runs with its own cache.
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "vilau/infer/sampling.h"
+#include "vilau/model/vila_u.h"
+
+namespace vilau {
+
+class Tokenizer;
+
+// Where the conditional and unconditional rows of a CFG batch sit.
+enum class CfgLayout {
+  halves,       // official: N conditional rows, then N unconditional ones
+  interleaved,  // conditional row i at 2i, its unconditional partner at 2i + 1
+};
+CfgLayout parse_cfg_layout(const std::string& name);  // ConfigError for an unknown name
+
+// uncond + scale * (cond - uncond) on logits [2N, K] laid out as `layout`; scale 1 returns
+// the conditional logits exactly.
+at::Tensor combine_cfg(const at::Tensor& logits, double scale, CfgLayout layout);
+
+struct ImageOptions {
+  SamplerConfig sampler{1.0, 900, 0.96};
+  double cfg_scale = 3.0;
+  CfgLayout layout = CfgLayout::halves;
+  // false runs conditional rows only (no CFG batch at all).
+  bool unconditional = true;
+  int64_t frames = 0;  // 0: an image; F > 0: a video of F frames (prompt ends in <vi_start>)
+  // false recompute every step from scratch; only to check the caches against.
+  bool llm_cache = true;
+  bool depth_cache = true;
+  void validate() const;
+};
+
+// Seconds spent per part, for benchmarks.
+struct GenerationTimes {
+  double prefill = 0, llm = 0, depth = 0, decode = 0;
+  int64_t llm_tokens = 0;  // positions the LLM processed, prefill included, all rows
+};
+
+class ImageGenerator {
+ public:
+  explicit ImageGenerator(VilaU model);
+
+  // cond: the conditional prompts' ids, one row per wanted output; uncond: the
+  // unconditional prompt's ids. Returns codes [N, h, w, D], or [N, F, h, w, D] for videos.
+  at::Tensor generate_codes(const std::vector<std::vector<int64_t>>& cond,
+                            const std::vector<int64_t>& uncond, const ImageOptions& options,
+                            at::Generator& generator);
+  // Codes as generate_codes returns them -> RGB uint8 [..., S, S, 3] on the CPU, every
+  // image (frame) decoded in batches of at most `batch`.
+  at::Tensor decode(const at::Tensor& codes, int64_t batch = 16);
+
+  const GenerationTimes& times() const { return times_; }
+  void reset_times() { times_ = {}; }
+
+ private:
+  at::Tensor sample_position(const at::Tensor& hidden, const ImageOptions& options,
+                             at::Generator& generator, int64_t n);
+
+  VilaU model_;
+  GenerationTimes times_;
+};
+
+// The conditional prompt ids for `prompt` (image or video) and the unconditional ones.
+std::vector<int64_t> generation_prompt_ids(const Tokenizer& tokenizer, const std::string& prompt,
+                                           bool video);
+std::vector<int64_t> unconditional_prompt_ids(const Tokenizer& tokenizer, bool video);
+
+}  // namespace vilau

@@ -1,0 +1,63 @@
+#pragma once
+// Answers to understanding prompts (SPEC §4.3, §4.4): a batched prefill of left-padded
+// prompts, then one token per step for every row with the LLM's KV cache, until each row
+// meets EOS, its token limit or a stop string.
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "vilau/infer/sampling.h"
+#include "vilau/model/vila_u.h"
+
+namespace vilau {
+
+class Tokenizer;
+
+struct TextOptions {
+  SamplerConfig sampler{0.9, 0, 0.6};
+  int64_t max_new_tokens = 512;  // fewer when the context runs out first
+  std::vector<std::string> stop_strings;
+  // false recomputes the whole sequence at every step; only to check the cache against.
+  bool kv_cache = true;
+};
+
+enum class StopReason { eos, length, stop_string };
+const char* stop_reason_name(StopReason reason);
+
+struct TextAnswer {
+  std::vector<int64_t> tokens;  // generated ids, EOS excluded
+  std::string text;             // decoded without special tokens, cut before a stop string
+  StopReason stop = StopReason::length;
+};
+
+// Receives each row's newly printable text as it is generated.
+using TextStream = std::function<void(int64_t row, const std::string& piece)>;
+
+class TextGenerator {
+ public:
+  // The tokenizer decodes the answers and finds stop strings; it must outlive the generator.
+  TextGenerator(VilaU model, const Tokenizer& tokenizer);
+
+  // prompts: token ids per row, each image a kImageTokenIndex placeholder; images: pixels
+  // [P, 3, S, S] or codes [P, h, w, D] (int64) for the P placeholders in row order, undefined
+  // when there are none. ShapeError when a prompt leaves no room in the context.
+  std::vector<TextAnswer> generate(const std::vector<std::vector<int64_t>>& prompts,
+                                   const at::Tensor& images, const TextOptions& options,
+                                   at::Generator& generator, const TextStream& stream = {});
+
+ private:
+  VilaU model_;
+  const Tokenizer& tokenizer_;
+};
+
+// The longest sequence the LLM takes: max_position_embeddings stretched by linear RoPE.
+int64_t context_length(const ModelConfig& config);
+
+// The prompt's length once each placeholder stands for tokens_per_image positions.
+int64_t expanded_length(const std::vector<int64_t>& ids, int64_t tokens_per_image);
+
+}  // namespace vilau

@@ -1,0 +1,36 @@
+#pragma once
+// `vilau train`: one entry point for every stage. The run folder (train.output_dir) holds
+// config.yaml (the resolved config), metrics.jsonl, checkpoints/ and, at the end, export/
+// in the official folder format. A run that finds a checkpoint there resumes from it.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "vilau/config.h"
+#include "vilau/dist/process_group.h"
+
+namespace vilau {
+
+struct TrainOptions {
+  // Stop after this global step without the final checkpoint or export, as if the process
+  // had been killed there (tests of resuming). Negative: run to the end.
+  int64_t stop_after_step = -1;
+  bool progress = true;  // the progress bar on rank 0
+};
+
+struct TrainSummary {
+  int64_t first_step = 0;      // where this run started (after resuming)
+  int64_t last_step = 0;       // the number of steps done
+  std::vector<double> losses;  // per step of this run, averaged over ranks and micro-batches
+  int64_t skipped_steps = 0;
+  std::string resumed_from;  // checkpoint folder, empty for a fresh start
+  std::string export_dir;    // empty when not exported
+};
+
+// `config` needs a train section and a data section, and a model section unless
+// train.init names a model folder. `config_yaml` is saved with the run and its checkpoints.
+TrainSummary train(const Config& config, const std::string& config_yaml, const ProcessGroup& group,
+                   const TrainOptions& options = {});
+
+}  // namespace vilau

@@ -1,0 +1,165 @@
+#include "vilau/infer/text_generation.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+
+#include "vilau/core/error.h"
+#include "vilau/infer/batching.h"
+#include "vilau/tokenizer/tokenizer.h"
+
+namespace vilau {
+
+namespace {
+
+// Decoding a partial UTF-8 sequence (byte-fallback pieces) yields this character.
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
+
+struct RowState {
+  std::vector<int64_t> tokens;
+  std::string text;
+  size_t emitted = 0;
+  bool done = false;
+  StopReason stop = StopReason::length;
+};
+
+// Cuts `text` before the first stop string; true when one was found.
+bool cut_at_stop(std::string& text, const std::vector<std::string>& stops) {
+  size_t cut = std::string::npos;
+  for (const std::string& s : stops) {
+    if (!s.empty()) cut = std::min(cut, text.find(s));
+  }
+  if (cut == std::string::npos) return false;
+  text.resize(cut);
+  return true;
+}
+
+// How much of `text` can be shown without revealing the start of a stop string that the
+// next tokens may complete, or half of a multi-byte character.
+size_t printable_length(const std::string& text, const std::vector<std::string>& stops) {
+  size_t keep = text.size();
+  for (const std::string& s : stops) {
+    for (size_t n = std::min(s.size() - 1, text.size()); n > 0; --n) {
+      if (text.compare(text.size() - n, n, s, 0, n) == 0) {
+        keep = std::min(keep, text.size() - n);
+        break;
+      }
+    }
+  }
+  const size_t bad = text.rfind(kReplacement);
+  if (bad != std::string::npos && bad + kReplacement.size() == text.size()) {
+    keep = std::min(keep, bad);
+  }
+  return keep;
+}
+
+}  // namespace
+
+const char* stop_reason_name(StopReason reason) {
+  switch (reason) {
+    case StopReason::eos:
+      return "eos";
+    case StopReason::stop_string:
+      return "stop_string";
+    case StopReason::length:
+      break;
+  }
+  return "length";
+}
+
+int64_t context_length(const ModelConfig& config) {
+  return static_cast<int64_t>(static_cast<double>(config.llm.max_position_embeddings) *
+                              config.llm.rope_scaling_factor);
+}
+
+int64_t expanded_length(const std::vector<int64_t>& ids, int64_t tokens_per_image) {
+  const auto images = std::count(ids.begin(), ids.end(), kImageTokenIndex);
+  return static_cast<int64_t>(ids.size()) + images * (tokens_per_image - 1);
+}
+
+TextGenerator::TextGenerator(VilaU model, const Tokenizer& tokenizer)
+    : model_(std::move(model)), tokenizer_(tokenizer) {}
+
+std::vector<TextAnswer> TextGenerator::generate(const std::vector<std::vector<int64_t>>& prompts,
+                                                const at::Tensor& images,
+                                                const TextOptions& options,
+                                                at::Generator& generator,
+                                                const TextStream& stream) {
+  options.sampler.validate("text sampler");
+  config_check(options.max_new_tokens > 0, "max_new_tokens", "a positive count",
+               std::to_string(options.max_new_tokens));
+  if (prompts.empty()) return {};
+  torch::NoGradGuard no_grad;
+  const int64_t longest = check_context(prompts, *model_, 1, "understanding prompt");
+  const int64_t budget =
+      std::min(options.max_new_tokens, context_length(model_->config()) - longest);
+
+  LlamaForCausalLMImpl& llm = *model_->llm;
+  const at::Tensor weight = llm.model->embed_tokens->weight;
+  MultimodalBatch batch = left_padded_batch(prompts, tokenizer_.pad_id(), weight.device());
+  if (images.defined()) {
+    (images.scalar_type() == at::kLong ? batch.image_codes : batch.images) = images;
+  }
+  const ExpandedInputs in = model_->expand(batch, Padding::left);
+  const int64_t rows = in.inputs_embeds.size(0);
+  KvCache cache(llm.config(), rows, in.inputs_embeds.size(1) + budget, weight.scalar_type(),
+                weight.device());
+  at::Tensor embeds = in.inputs_embeds, positions = in.position_ids, mask = in.attention_mask;
+  at::Tensor hidden =
+      llm.hidden_states(embeds, positions, mask, options.kv_cache ? &cache : nullptr);
+
+  std::vector<RowState> states(prompts.size());
+  const int64_t eos = tokenizer_.eos_id();
+  for (int64_t step = 0; step < budget; ++step) {
+    const at::Tensor next =
+        sample_tokens(llm.logits(hidden.select(1, -1)), options.sampler, generator);
+    const at::Tensor next_cpu = next.cpu();
+    bool all_done = true;
+    for (int64_t b = 0; b < rows; ++b) {
+      RowState& s = states[b];
+      if (s.done) continue;
+      const int64_t token = next_cpu[b].item<int64_t>();
+      if (token == eos) {
+        s.done = true;
+        s.stop = StopReason::eos;
+      } else {
+        s.tokens.push_back(token);
+        s.text = tokenizer_.decode(s.tokens, true);
+        if (cut_at_stop(s.text, options.stop_strings)) {
+          s.done = true;
+          s.stop = StopReason::stop_string;
+        }
+      }
+      const size_t shown = s.done ? s.text.size() : printable_length(s.text, options.stop_strings);
+      if (stream && shown > s.emitted) {
+        stream(b, s.text.substr(s.emitted, shown - s.emitted));
+        s.emitted = shown;
+      }
+      all_done = all_done && s.done;
+    }
+    if (all_done || step + 1 == budget) break;
+    // Finished rows keep running on their last token; nothing reads what they produce.
+    const at::Tensor x = llm.embed(next.unsqueeze(1));
+    const at::Tensor position = positions.select(1, -1).unsqueeze(1) + 1;
+    mask = at::cat({mask, at::ones({rows, 1}, mask.options())}, 1);
+    if (options.kv_cache) {
+      positions = position;
+      hidden = llm.hidden_states(x, position, mask, &cache);
+    } else {
+      embeds = at::cat({embeds, x}, 1);
+      positions = at::cat({positions, position}, 1);
+      hidden = llm.hidden_states(embeds, positions, mask);
+    }
+  }
+
+  std::vector<TextAnswer> answers;
+  for (RowState& s : states) {
+    if (stream && !s.done && s.text.size() > s.emitted) {
+      stream(static_cast<int64_t>(answers.size()), s.text.substr(s.emitted));
+    }
+    answers.push_back({std::move(s.tokens), std::move(s.text), s.stop});
+  }
+  return answers;
+}
+
+}  // namespace vilau

@@ -1,0 +1,199 @@
+// Pretraining, SFT and fine-tuning of the unified model (SPEC §3.6, §6): the tower frozen,
+// the LLM, projector and depth transformer trained on the text and visual losses.
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "run.h"
+#include "vilau/core/error.h"
+#include "vilau/model/official_checkpoint.h"
+#include "vilau/model/vila_u.h"
+#include "vilau/train/parallel_optimizer.h"
+
+namespace vilau::train_detail {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+VilaU build_model(const Run& run) {
+  if (!run.train.init.empty()) {
+    return load_vila_u(run.train.init, run.dtype, run.device);
+  }
+  if (!run.config.model) {
+    throw ConfigError(
+        describe("run config", "a model", "train.init or a 'model' section", "neither"));
+  }
+  // Every rank draws the same initial weights from the same seed.
+  torch::manual_seed(static_cast<uint64_t>(run.train.seed));
+  VilaU model(*run.config.model);
+  model->to(run.device, run.dtype);
+  return model;
+}
+
+void check_data_fits(const data::DataConfig& data, const VilaUImpl& model) {
+  const int64_t size = model.config().vision_tower.vision.image_size;
+  config_check(data.image_size == size, "data.image_size", std::to_string(size) + ", the tower's",
+               std::to_string(data.image_size));
+  config_check(data.tokens_per_image == model.tokens_per_image(), "data.tokens_per_image",
+               std::to_string(model.tokens_per_image()) + ", the tower's grid",
+               std::to_string(data.tokens_per_image));
+  config_check(!data.packing, "data.packing", "false for the unified model", "true");
+}
+
+// Trainable parameters under "<module>.<name>"; everything else stops requiring grad.
+std::vector<std::pair<std::string, at::Tensor>> select_trainable(
+    VilaUImpl& model, const std::vector<std::string>& modules) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& child : model.named_children()) {
+    const bool trains = std::find(modules.begin(), modules.end(), child.key()) != modules.end();
+    for (const auto& p : child.value()->named_parameters()) {
+      at::Tensor param = p.value();
+      param.requires_grad_(trains);
+      if (trains) out.emplace_back(child.key() + "." + p.key(), param);
+    }
+  }
+  return out;
+}
+
+void load_weights(VilaUImpl& model, const TensorMap& weights) {
+  model.load([&weights](const std::string& name) {
+    const auto it = weights.find(name);
+    return it == weights.end() ? at::Tensor() : it->second;
+  });
+}
+
+}  // namespace
+
+TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
+  const TrainConfig& tc = run.train;
+  const data::DataConfig& dc = *run.config.data;
+  VilaU model = build_model(run);
+  check_data_fits(dc, *model);
+  model->llm->set_activation_checkpointing(tc.activation_checkpointing);
+  const Tokenizer tokenizer = Tokenizer::load(run.tokenizer_dir());
+  ParallelOptimizer optimizer(select_trainable(*model, tc.trainable_modules()), tc.optimizer,
+                              tc.distributed, run.group, run.device);
+
+  TrainSummary summary;
+  data::DataPosition position;
+  if (auto state = run.resume(&summary.resumed_from)) {
+    load_weights(*model, as_map(state->model));
+    optimizer.load_state(as_map(state->optimizer));
+    run.restore_rng(*state);
+    position = run.position_of(*state);
+    summary.first_step = state->step;
+    spdlog::info("resumed from {} at step {}", summary.resumed_from, state->step);
+  }
+  data::DataLoader loader(dc, tokenizer, run.group.rank(), run.group.world_size(), position);
+  model->train();
+
+  const int64_t params = optimizer.parameters();
+  spdlog::info("stage {}: {} trainable parameters, {} rank(s), ZeRO-{}, {} on {}", tc.stage, params,
+               run.group.world_size(), tc.distributed.zero_stage,
+               run.dtype == at::kBFloat16 ? "bf16" : "fp32", run.device.str());
+  ProgressBar bar("train " + tc.stage, tc.max_steps, "step", summary.first_step,
+                  options.progress && run.is_main());
+  int64_t step = summary.first_step;
+  const auto started = std::chrono::steady_clock::now();
+  int64_t tokens_done = 0, samples_done = 0;
+  while (step < tc.max_steps) {
+    double loss_sum = 0, text_sum = 0, visual_sum = 0;
+    int64_t tokens = 0, samples = 0;
+    data::DataPosition after;
+    for (int64_t micro = 0; micro < tc.grad_accum; ++micro) {
+      data::DataBatch batch = Run::next_batch(loader);
+      after = batch.position;
+      if (micro == tc.grad_accum - 1) optimizer.begin_last_micro_batch();
+      const ExpandedInputs inputs = model->expand(run.to_device(batch.batch));
+      const VilaULoss loss = model->loss(inputs, tc.loss_weights);
+      (loss.loss / static_cast<double>(tc.grad_accum)).backward();
+      loss_sum += loss.loss.item<double>();
+      text_sum += loss.text_loss.item<double>();
+      visual_sum += loss.visual_loss.item<double>();
+      tokens += inputs.attention_mask.sum().item<int64_t>();
+      samples += batch.batch.input_ids.size(0);
+    }
+    const double accum = static_cast<double>(tc.grad_accum);
+    const bool finite = std::isfinite(loss_sum);
+    const double factor =
+        cosine_lr_factor(step, tc.max_steps, tc.optimizer.warmup_ratio, tc.optimizer.min_lr_ratio);
+    const ParallelOptimizer::Step result = optimizer.step(factor, finite);
+    ++step;
+    const double loss = mean_over_ranks(run.group, loss_sum / accum);
+    summary.losses.push_back(loss);
+    if (result.skipped) {
+      ++summary.skipped_steps;
+      spdlog::warn("step {}: non-finite loss or gradient (norm {}), update skipped ({} so far)",
+                   step, result.grad_norm, summary.skipped_steps);
+      if (summary.skipped_steps > tc.max_skipped_steps) {
+        throw Error(
+            describe("training", "steps with NaN/Inf loss or gradients",
+                     "at most train.max_skipped_steps = " + std::to_string(tc.max_skipped_steps),
+                     std::to_string(summary.skipped_steps)));
+      }
+    }
+    tokens_done += tokens * run.group.world_size();
+    samples_done += samples * run.group.world_size();
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    if (step % tc.log_every == 0 || step == tc.max_steps) {
+      const double lr = tc.optimizer.lr * factor;
+      run.log({{"step", step},
+               {"loss", loss},
+               {"text_loss", mean_over_ranks(run.group, text_sum / accum)},
+               {"visual_loss", mean_over_ranks(run.group, visual_sum / accum)},
+               {"lr", lr},
+               {"grad_norm", result.grad_norm},
+               {"skipped", result.skipped},
+               {"tokens_per_s", static_cast<double>(tokens_done) / elapsed},
+               {"samples_per_s", static_cast<double>(samples_done) / elapsed},
+               {"elapsed_s", elapsed}});
+      char status[160];
+      std::snprintf(status, sizeof status, "loss %.4f lr %.2e %.0f tok/s %.2f samples/s", loss, lr,
+                    static_cast<double>(tokens_done) / elapsed,
+                    static_cast<double>(samples_done) / elapsed);
+      bar.update(step, status);
+    }
+    const bool last = step == tc.max_steps;
+    if (step == options.stop_after_step && !last) {
+      summary.last_step = step;
+      return summary;
+    }
+    if ((tc.save_every > 0 && step % tc.save_every == 0) || last) {
+      io::TrainingState state;
+      state.step = step;
+      state.model = as_named(model->official_state_dict());
+      state.optimizer = as_named(optimizer.state());
+      state.scheduler = {{"type", "cosine"},
+                         {"step", step},
+                         {"total_steps", tc.max_steps},
+                         {"warmup_ratio", tc.optimizer.warmup_ratio}};
+      run.save(std::move(state), after);
+    }
+  }
+  bar.finish();
+  summary.last_step = step;
+  if (tc.export_at_end && run.is_main()) {
+    const fs::path out = fs::path(tc.output_dir) / "export";
+    ExportOptions export_options;
+    export_options.source = tc.init;
+    std::map<std::string, at::Tensor> weights;
+    for (auto& [name, t] : model->official_state_dict()) weights[name] = t.cpu();
+    export_official(out.string(), model->config(), weights, export_options);
+    if (tc.init.empty()) {
+      for (const auto& entry : fs::directory_iterator(run.tokenizer_dir())) {
+        fs::copy_file(entry.path(), out / "llm" / entry.path().filename(),
+                      fs::copy_options::overwrite_existing);
+      }
+    }
+    summary.export_dir = out.string();
+    spdlog::info("exported {} in the official layout", out.string());
+  }
+  run.group.barrier();
+  return summary;
+}
+
+}  // namespace vilau::train_detail

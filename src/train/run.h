@@ -1,0 +1,62 @@
+#pragma once
+// What every stage's loop shares: device and precision, the run folder, checkpoints with
+// fallback to an older one, metrics and progress. Internal to src/train.
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "vilau/core/progress.h"
+#include "vilau/data/loader.h"
+#include "vilau/io/training_checkpoint.h"
+#include "vilau/tokenizer/tokenizer.h"
+#include "vilau/train/trainer.h"
+
+namespace vilau::train_detail {
+
+class Run {
+ public:
+  Run(const Config& config, const std::string& config_yaml, const ProcessGroup& group);
+
+  const Config& config;
+  const TrainConfig& train;
+  const ProcessGroup& group;
+  at::Device device{at::kCPU};
+  at::ScalarType dtype = at::kFloat;  // parameters and activations; masters are fp32
+  std::string config_yaml;
+
+  bool is_main() const { return group.rank() == 0; }
+  std::string tokenizer_dir() const;
+
+  // The newest checkpoint that loads; a broken one is reported and the previous one used.
+  std::optional<io::TrainingState> resume(std::string* folder) const;
+  // Rank 0 writes; every rank must call it (positions and RNG states are gathered).
+  void save(io::TrainingState state, const data::DataPosition& position);
+  // This rank's data position and RNG state from a checkpoint.
+  data::DataPosition position_of(const io::TrainingState& state) const;
+  void restore_rng(const io::TrainingState& state) const;
+
+  void log(const nlohmann::json& record);  // metrics.jsonl on rank 0
+
+  // The next batch, starting the next epoch when one ends.
+  static data::DataBatch next_batch(data::DataLoader& loader);
+  MultimodalBatch to_device(const MultimodalBatch& batch) const;
+
+ private:
+  std::unique_ptr<io::CheckpointManager> checkpoints_;
+  std::unique_ptr<MetricsWriter> metrics_;
+};
+
+using TensorMap = std::map<std::string, at::Tensor>;
+TensorMap as_map(const io::NamedTensors& tensors);
+io::NamedTensors as_named(const TensorMap& tensors);
+
+// A scalar that all ranks average (loss parts for logging).
+double mean_over_ranks(const ProcessGroup& group, double value);
+
+TrainSummary train_multimodal(Run& run, const TrainOptions& options);
+TrainSummary train_tower(Run& run, const TrainOptions& options);
+
+}  // namespace vilau::train_detail

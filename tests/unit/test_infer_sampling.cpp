@@ -1,0 +1,115 @@
+// The samplers and the CFG combination: the official filtering order and its edge cases,
+// seeded draws, and the two batch layouts.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "test_util.h"
+#include "vilau/core/error.h"
+#include "vilau/infer/image_generation.h"
+#include "vilau/infer/sampling.h"
+
+namespace vilau {
+namespace {
+
+at::Tensor row(std::vector<float> values) { return at::tensor(values).unsqueeze(0); }
+
+TEST(InferSampling, TopKKeepsTiesWithTheKthValue) {
+  const at::Tensor p = sampling_probabilities(row({1, 3, 3, 2, 0}), {1.0, 1, 1.0});
+  EXPECT_GT(p[0][1].item<float>(), 0);
+  EXPECT_GT(p[0][2].item<float>(), 0);
+  EXPECT_EQ(p[0].gt(0).sum().item<int64_t>(), 2);
+  EXPECT_NEAR(p.sum().item<float>(), 1.0, 1e-6);
+}
+
+TEST(InferSampling, TopPDropsTokensWhosePrecedingMassReachesP) {
+  const at::Tensor logits = at::log(row({0.15f, 0.5f, 0.05f, 0.3f}));
+  // Sorted: 0.5, 0.3, 0.15, 0.05; mass before them: 0, 0.5, 0.8, 0.95.
+  const at::Tensor p = sampling_probabilities(logits, {1.0, 0, 0.75});
+  EXPECT_TRUE(at::allclose(p, row({0, 0.625f, 0, 0.375f}), 1e-5, 1e-6));
+  // The most likely token stays even when it alone exceeds p.
+  const at::Tensor only = sampling_probabilities(logits, {1.0, 0, 0.1});
+  EXPECT_TRUE(at::allclose(only, row({0, 1, 0, 0})));
+}
+
+TEST(InferSampling, TopKRunsBeforeTopP) {
+  // After top-2 the survivors renormalise to 0.625 / 0.375, so top-p 0.6 keeps one token;
+  // on the unfiltered distribution it would keep two.
+  const at::Tensor logits = at::log(row({0.15f, 0.5f, 0.05f, 0.3f}));
+  EXPECT_EQ(sampling_probabilities(logits, {1.0, 2, 0.6}).gt(0).sum().item<int64_t>(), 1);
+  EXPECT_EQ(sampling_probabilities(logits, {1.0, 0, 0.6}).gt(0).sum().item<int64_t>(), 2);
+}
+
+TEST(InferSampling, TemperatureScalesInFp32) {
+  const at::Tensor logits = row({0, 1, 2}).to(at::kBFloat16);
+  const at::Tensor p = sampling_probabilities(logits, {2.0, 0, 1.0});
+  EXPECT_EQ(p.scalar_type(), at::kFloat);
+  EXPECT_TRUE(at::allclose(p, row({0, 0.5f, 1}).softmax(-1)));
+}
+
+TEST(InferSampling, GreedyTakesTheArgmax) {
+  at::Generator g = make_generator(at::kCPU, 0);
+  const at::Tensor logits = at::tensor({0.f, 5.f, 1.f, 2.f, 9.f, 3.f}).view({2, 3});
+  EXPECT_TRUE(at::equal(sample_tokens(logits, {0.0, 0, 1.0}, g), at::tensor({1, 1}, at::kLong)));
+}
+
+TEST(InferSampling, SeededDrawsRepeat) {
+  const at::Tensor logits = at::randn({4, 1000});
+  at::Generator a = make_generator(at::kCPU, 7), b = make_generator(at::kCPU, 7),
+                c = make_generator(at::kCPU, 8);
+  const SamplerConfig config{1.0, 900, 0.96};
+  std::vector<at::Tensor> first, second, other;
+  for (int i = 0; i < 5; ++i) {
+    first.push_back(sample_tokens(logits, config, a));
+    second.push_back(sample_tokens(logits, config, b));
+    other.push_back(sample_tokens(logits, config, c));
+  }
+  EXPECT_TRUE(at::equal(at::stack(first), at::stack(second)));
+  EXPECT_FALSE(at::equal(at::stack(first), at::stack(other)));
+}
+
+TEST(InferSampling, DrawsFollowTheFilteredDistribution) {
+  at::Generator g = make_generator(at::kCPU, 1);
+  const at::Tensor logits = at::log(row({0.15f, 0.5f, 0.05f, 0.3f})).expand({20000, 4});
+  const at::Tensor counts = at::bincount(sample_tokens(logits, {1.0, 0, 0.75}, g), {}, 4);
+  EXPECT_EQ(counts[0].item<int64_t>() + counts[2].item<int64_t>(), 0);
+  EXPECT_NEAR(counts[1].item<double>() / 20000.0, 0.625, 0.02);
+}
+
+TEST(InferSampling, InvalidSettingsAreNamed) {
+  EXPECT_THAT(testing::error_of<ConfigError>([] {
+                SamplerConfig{-1.0, 0, 1.0}.validate("s");
+              }),
+              ::testing::HasSubstr("s.temperature"));
+  EXPECT_THAT(testing::error_of<ConfigError>([] {
+                SamplerConfig{1.0, 0, 0.0}.validate("s");
+              }),
+              ::testing::HasSubstr("s.top_p"));
+  ImageOptions options;
+  options.cfg_scale = -1.0;
+  EXPECT_THAT(testing::error_of<ConfigError>([&] { options.validate(); }),
+              ::testing::HasSubstr("--cfg: invalid guidance scale"));
+}
+
+TEST(InferCfg, HalvesAndInterleavedCombineTheSameRows) {
+  const at::Tensor cond = at::randn({3, 10}), uncond = at::randn({3, 10});
+  const at::Tensor expected = uncond + 2.5 * (cond - uncond);
+  const at::Tensor halves = at::cat({cond, uncond});
+  const at::Tensor interleaved = at::stack({cond, uncond}, 1).flatten(0, 1);
+  EXPECT_TRUE(at::allclose(combine_cfg(halves, 2.5, CfgLayout::halves), expected));
+  EXPECT_TRUE(at::allclose(combine_cfg(interleaved, 2.5, CfgLayout::interleaved), expected));
+  EXPECT_TRUE(at::allclose(combine_cfg(halves, 0.0, CfgLayout::halves), uncond));
+}
+
+TEST(InferCfg, ScaleOneIsExactlyTheConditionalLogits) {
+  const at::Tensor cond = at::randn({2, 7}) * 100, uncond = at::randn({2, 7}) * 1e-3;
+  testing::expect_bitwise_equal(combine_cfg(at::cat({cond, uncond}), 1.0, CfgLayout::halves), cond);
+  EXPECT_THROW(combine_cfg(at::randn({3, 7}), 3.0, CfgLayout::halves), ShapeError);
+  EXPECT_EQ(parse_cfg_layout("interleaved"), CfgLayout::interleaved);
+  EXPECT_THROW(parse_cfg_layout("zigzag"), ConfigError);
+}
+
+}  // namespace
+}  // namespace vilau

@@ -1,0 +1,126 @@
+// `vilau chat`: questions about images or a video (SPEC §4.3, §4.4), one question from the
+// command line or a conversation read line by line from stdin.
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "vilau/core/error.h"
+#include "vilau/data/video.h"
+#include "vilau/infer/runtime.h"
+#include "vilau/infer/text_generation.h"
+#include "vilau/io/image.h"
+#include "vilau/tokenizer/conversation.h"
+#include "vilau/vision/preprocess.h"
+
+namespace vilau::cli {
+
+namespace {
+
+struct ChatArgs {
+  std::string model, video, question, device = "cpu", dtype = "auto";
+  std::vector<std::string> images;
+  TextOptions text;
+  uint64_t seed = 0;
+  bool json = false;
+};
+
+// Every image, then the video's frames, as the tower's codes [P, h, w, D]; undefined when
+// there are none. Encoded once and reused for every turn.
+at::Tensor encode_media(const ChatArgs& args, VilaUImpl& model) {
+  const int64_t size = model.config().vision_tower.vision.image_size;
+  std::vector<at::Tensor> pixels;
+  for (const std::string& path : args.images) {
+    pixels.push_back(preprocess_image(io::read_image(path), size));
+  }
+  if (!args.video.empty()) {
+    for (const at::Tensor& frame :
+         data::read_video_frames(args.video, model.config().num_video_frames)) {
+      pixels.push_back(preprocess_image(frame, size));
+    }
+  }
+  if (pixels.empty()) return {};
+  torch::NoGradGuard no_grad;
+  return model.encode_images(at::stack(pixels));
+}
+
+void run_chat(const ChatArgs& args) {
+  args.text.sampler.validate("--temperature/--top-k/--top-p");
+  const at::Device device = parse_device(args.device);
+  const at::ScalarType dtype = parse_dtype(args.dtype, device);
+  InferenceModel loaded = load_inference_model(args.model, device, dtype);
+  const at::Tensor codes = encode_media(args, *loaded.model);
+  const int64_t placeholders = codes.defined() ? codes.size(0) : 0;
+  TextGenerator generator(loaded.model, loaded.tokenizer);
+  at::Generator rng = make_generator(device, args.seed);
+
+  std::vector<Turn> turns;
+  const auto answer = [&](const std::string& question) {
+    // Images go before the first question only, as understanding_prompt() places them.
+    std::string message = question;
+    for (int64_t i = 0; turns.empty() && i < placeholders; ++i) message.insert(0, "<image>\n");
+    turns.push_back({message, ""});
+    const std::vector<int64_t> ids = loaded.tokenizer.encode_with_images(render_chat(turns));
+    TextStream stream;
+    if (!args.json) {
+      stream = [](int64_t, const std::string& piece) {
+        std::fwrite(piece.data(), 1, piece.size(), stdout);
+        std::fflush(stdout);
+      };
+    }
+    const TextAnswer a = generator.generate({ids}, codes, args.text, rng, stream).front();
+    turns.back().assistant = a.text;
+    if (args.json) {
+      const nlohmann::json out = {{"question", question},
+                                  {"answer", a.text},
+                                  {"tokens", a.tokens.size()},
+                                  {"stop", stop_reason_name(a.stop)}};
+      // A random or undertrained model can emit broken UTF-8; JSON output must stay valid.
+      std::printf("%s\n",
+                  out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    } else {
+      std::printf("\n");
+    }
+    std::fflush(stdout);
+  };
+
+  if (!args.question.empty()) {
+    answer(args.question);
+    return;
+  }
+  for (std::string line; std::getline(std::cin, line);) {
+    if (line.find_first_not_of(" \t\r") != std::string::npos) answer(line);
+  }
+}
+
+}  // namespace
+
+void add_chat_command(CLI::App& app) {
+  auto args = std::make_shared<ChatArgs>();
+  CLI::App* chat = app.add_subcommand(
+      "chat",
+      "Answer questions about images or a video; without --question, read one per line "
+      "from stdin as a multi-turn conversation");
+  chat->add_option("--model", args->model, "A VILA-U checkpoint folder")->required();
+  chat->add_option("--image", args->images, "An image (repeat for several)");
+  chat->add_option("--video", args->video,
+                   "A video file or folder of frames (num_video_frames sampled uniformly)");
+  chat->add_option("--question", args->question, "Answer this one question and exit");
+  chat->add_flag("--json", args->json, "Print one JSON object per answer instead of streaming");
+  chat->add_option("--max-new-tokens", args->text.max_new_tokens, "Answer length limit")
+      ->capture_default_str();
+  chat->add_option("--temperature", args->text.sampler.temperature, "0 is greedy")
+      ->capture_default_str();
+  chat->add_option("--top-k", args->text.sampler.top_k, "0 disables")->capture_default_str();
+  chat->add_option("--top-p", args->text.sampler.top_p, "1 disables")->capture_default_str();
+  chat->add_option("--stop", args->text.stop_strings, "Stop before this text (repeatable)");
+  chat->add_option("--seed", args->seed, "Sampling seed")->capture_default_str();
+  chat->add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();
+  chat->add_option("--dtype", args->dtype, "auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
+      ->capture_default_str();
+  chat->callback([args] { run_chat(*args); });
+}
+
+}  // namespace vilau::cli
