@@ -121,7 +121,10 @@ TEST_P(TrainStage, LossGoesDown) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Stages, TrainStage,
-                         ::testing::Values("tower", "pretrain", "sft", "finetune"));
+                         ::testing::Values("tower", "pretrain", "sft", "finetune"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
 
 TEST_F(TrainTiny, TwoMicroBatchesOfHalfEqualOneBatch) {
   const TrainSummary one = run(testing::tiny_run(

@@ -72,14 +72,17 @@ class TrainDistributed : public testing::TempDirTest {
   }
 };
 
-TEST_F(TrainDistributed, DdpAndZero2OnTwoRanksEqualOneProcess) {
+TEST_F(TrainDistributed, DdpAndZeroOnTwoRanksEqualOneProcess) {
   const std::vector<double> single = one_process();
   const std::vector<double> ddp = two_ranks("0");
+  const std::vector<double> zero1 = two_ranks("1");
   const std::vector<double> zero2 = two_ranks("2");
   ASSERT_EQ(ddp.size(), 5u);
+  ASSERT_EQ(zero1.size(), 5u);
   ASSERT_EQ(zero2.size(), 5u);
   for (size_t i = 0; i < single.size(); ++i) {
     EXPECT_NEAR(ddp[i], single[i], 1e-5 * std::abs(single[i])) << "DDP step " << i;
+    EXPECT_NEAR(zero1[i], ddp[i], 1e-5 * std::abs(ddp[i])) << "ZeRO-1 step " << i;
     EXPECT_NEAR(zero2[i], ddp[i], 1e-5 * std::abs(ddp[i])) << "ZeRO-2 step " << i;
   }
 }
