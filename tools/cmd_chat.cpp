@@ -27,17 +27,18 @@ struct ChatArgs {
   bool json = false;
 };
 
-// Every image, then the video's frames, as the tower's codes [P, h, w, D]; undefined when
+// The images, then the video's frames, as the tower's codes [P, h, w, D]; undefined when
 // there are none. Encoded once and reused for every turn.
-at::Tensor encode_media(const ChatArgs& args, VilaUImpl& model) {
+at::Tensor encode_media(const std::vector<at::Tensor>& images, const std::string& video,
+                        VilaUImpl& model) {
   const int64_t size = model.config().vision_tower.vision.image_size;
   std::vector<at::Tensor> pixels;
-  for (const std::string& path : args.images) {
-    pixels.push_back(preprocess_image(io::read_image(path), size));
+  for (const at::Tensor& rgb : images) {
+    pixels.push_back(preprocess_image(rgb, size));
   }
-  if (!args.video.empty()) {
+  if (!video.empty()) {
     for (const at::Tensor& frame :
-         data::read_video_frames(args.video, model.config().num_video_frames)) {
+         data::read_video_frames(video, model.config().num_video_frames)) {
       pixels.push_back(preprocess_image(frame, size));
     }
   }
@@ -50,8 +51,13 @@ void run_chat(const ChatArgs& args) {
   args.text.sampler.validate("--temperature/--top-k/--top-p");
   const at::Device device = parse_device(args.device);
   const at::ScalarType dtype = parse_dtype(args.dtype, device);
+  // Images are read before the model loads, so that a wrong path fails at once.
+  std::vector<at::Tensor> images;
+  for (const std::string& path : args.images) {
+    images.push_back(io::read_image(path));
+  }
   InferenceModel loaded = load_inference_model(args.model, device, dtype);
-  const at::Tensor codes = encode_media(args, *loaded.model);
+  const at::Tensor codes = encode_media(images, args.video, *loaded.model);
   const int64_t placeholders = codes.defined() ? codes.size(0) : 0;
   TextGenerator generator(loaded.model, loaded.tokenizer);
   at::Generator rng = make_generator(device, args.seed);

@@ -67,6 +67,7 @@ void generate_one(const GenerateArgs& args, ImageGenerator& generator, const Inf
   at::Generator rng = make_generator(device, args.seed);
   const at::Tensor pixels = generator.decode(generator.generate_codes(
       cond, unconditional_prompt_ids(loaded.tokenizer, video), options, rng));
+  fs::create_directories(args.out);
   std::vector<std::string> files;
   for (int64_t k = 0; k < args.num_images; ++k) {
     for (const std::string& f :
@@ -112,6 +113,7 @@ void generate_file(const GenerateArgs& args, ImageGenerator& generator,
     }
   }
   const std::vector<int64_t> uncond = unconditional_prompt_ids(loaded.tokenizer, video);
+  fs::create_directories(args.out);
   for (size_t start = 0; start < todo.size(); start += args.batch) {
     const size_t end = std::min(todo.size(), start + args.batch);
     std::vector<std::vector<int64_t>> cond;
@@ -156,7 +158,6 @@ void run_generate(const GenerateArgs& args) {
   if (args.video) {
     options.frames = args.frames > 0 ? args.frames : loaded.model->config().num_video_frames;
   }
-  fs::create_directories(args.out);
   ImageGenerator generator(loaded.model);
   if (args.prompts.empty()) {
     generate_one(args, generator, loaded, device, options);

@@ -14,5 +14,7 @@ void add_init_command(CLI::App& app);
 void add_train_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
+void add_data_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
 
 }  // namespace vilau::cli

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "test_util.h"
 #include "vilau/config.h"
@@ -90,6 +91,15 @@ TEST_F(InferGeneration, CachesEqualRecomputation) {
   no_depth_cache.depth_cache = false;
   EXPECT_TRUE(at::equal(codes(no_llm_cache, 11), expected));
   EXPECT_TRUE(at::equal(codes(no_depth_cache, 11), expected));
+}
+
+TEST_F(InferGeneration, ImageStepsNeverRunLmHead) {
+  const at::Tensor expected = codes({}, 4);
+  {
+    torch::NoGradGuard no_grad;
+    model_->llm->lm_head->weight.fill_(std::numeric_limits<float>::quiet_NaN());
+  }
+  EXPECT_TRUE(at::equal(codes({}, 4), expected));
 }
 
 TEST_F(InferGeneration, VideosHaveFramesAndDecodeToImages) {

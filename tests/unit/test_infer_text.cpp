@@ -27,13 +27,14 @@ const TextOptions kGreedy{{0.0, 0, 1.0}, 512, {}, true};
 class InferText : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const fs::path dir = fs::temp_directory_path() / "vilau_infer_text_tokenizer";
-    if (!fs::exists(dir / "added_tokens.json")) {
-      train_tokenizer(VILAU_SOURCE_DIR "/tests/reference/data/corpus.txt", dir.string(), 512);
-    }
-    tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::load(dir.string()));
+    train_tokenizer(VILAU_SOURCE_DIR "/tests/reference/data/corpus.txt", dir().string(), 512);
+    tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::load(dir().string()));
   }
-  static void TearDownTestSuite() { tokenizer_.reset(); }
+  static void TearDownTestSuite() {
+    tokenizer_.reset();
+    fs::remove_all(dir());
+  }
+  static fs::path dir() { return fs::temp_directory_path() / "vilau_infer_text_tokenizer"; }
 
   void SetUp() override {
     torch::manual_seed(0);
