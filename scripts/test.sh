@@ -8,5 +8,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/setup.sh"
 start=$SECONDS
 vilau_setup
 vilau_log "running ctest"
-ctest --test-dir "$vilau_build_dir" --output-on-failure -j "$vilau_jobs" "$@"
+# ctest already runs one test per core; LibTorch's own threads on top would oversubscribe.
+OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" ctest --test-dir "$vilau_build_dir" --output-on-failure -j "$vilau_jobs" "$@"
 vilau_log "done in $((SECONDS - start)) s"
