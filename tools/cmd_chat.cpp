@@ -3,6 +3,8 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -11,6 +13,7 @@
 #include "vilau/data/video.h"
 #include "vilau/infer/runtime.h"
 #include "vilau/infer/text_generation.h"
+#include "vilau/io/atomic_file.h"
 #include "vilau/io/image.h"
 #include "vilau/tokenizer/conversation.h"
 #include "vilau/vision/preprocess.h"
@@ -20,7 +23,7 @@ namespace vilau::cli {
 namespace {
 
 struct ChatArgs {
-  std::string model, video, question, device = "cpu", dtype = "auto";
+  std::string model, video, question, questions, answers, device = "cpu", dtype = "auto";
   std::vector<std::string> images;
   TextOptions text;
   uint64_t seed = 0;
@@ -101,6 +104,47 @@ void run_chat(const ChatArgs& args) {
   }
 }
 
+// Evaluation-style answering: one image and one question per line of a JSONL file
+// ({"id", "image", "question"}, image paths relative to the file), one fresh conversation
+// each, answers to a JSONL file ({"id", "answer"}) written atomically at the end.
+void run_questions(const ChatArgs& args) {
+  args.text.sampler.validate("--temperature/--top-k/--top-p");
+  const at::Device device = parse_device(args.device);
+  InferenceModel loaded = load_inference_model(args.model, device, parse_dtype(args.dtype, device));
+  TextGenerator generator(loaded.model, loaded.tokenizer);
+  std::ifstream in(args.questions);
+  if (!in) throw IoError(describe(args.questions, "cannot open the questions file"));
+  const std::filesystem::path base = std::filesystem::path(args.questions).parent_path();
+  std::string out, line;
+  for (int64_t number = 1; std::getline(in, line); ++number) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = args.questions + ":" + std::to_string(number);
+    nlohmann::json q;
+    try {
+      q = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      throw FormatError(describe(where, "a JSON object", "{\"id\", \"image\", \"question\"}",
+                                 e.what()));
+    }
+    for (const char* key : {"id", "image", "question"}) {
+      if (!q.contains(key) || !q[key].is_string()) {
+        throw FormatError(describe(where, std::string("key '") + key + "'", "a string", "none"));
+      }
+    }
+    const auto image = base / q["image"].get<std::string>();
+    const at::Tensor codes = encode_media({io::read_image(image.string())}, "", *loaded.model);
+    const std::vector<int64_t> ids = loaded.tokenizer.encode_with_images(
+        render_chat({{understanding_prompt(q["question"].get<std::string>()), ""}}));
+    at::Generator rng = make_generator(device, args.seed);
+    const TextAnswer a = generator.generate({ids}, codes, args.text, rng, {}).front();
+    out += nlohmann::json({{"id", q["id"]}, {"answer", a.text}})
+               .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+           "\n";
+  }
+  io::write_file_atomic(args.answers, out);
+  std::printf("%s\n", nlohmann::json({{"answers", args.answers}}).dump().c_str());
+}
+
 }  // namespace
 
 void add_chat_command(CLI::App& app) {
@@ -114,6 +158,9 @@ void add_chat_command(CLI::App& app) {
   chat->add_option("--video", args->video,
                    "A video file or folder of frames (num_video_frames sampled uniformly)");
   chat->add_option("--question", args->question, "Answer this one question and exit");
+  chat->add_option("--questions", args->questions,
+                   "JSONL of {\"id\", \"image\", \"question\"}: answer each (needs --answers)");
+  chat->add_option("--answers", args->answers, "With --questions: JSONL of {\"id\", \"answer\"}");
   chat->add_flag("--json", args->json, "Print one JSON object per answer instead of streaming");
   chat->add_option("--max-new-tokens", args->text.max_new_tokens, "Answer length limit")
       ->capture_default_str();
@@ -126,7 +173,17 @@ void add_chat_command(CLI::App& app) {
   chat->add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();
   chat->add_option("--dtype", args->dtype, "auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
       ->capture_default_str();
-  chat->callback([args] { run_chat(*args); });
+  chat->callback([args] {
+    if (args->questions.empty() != args->answers.empty()) {
+      throw ConfigError(describe("vilau chat", "--questions and --answers", "both or neither",
+                                 "only one"));
+    }
+    if (args->questions.empty()) {
+      run_chat(*args);
+    } else {
+      run_questions(*args);
+    }
+  });
 }
 
 }  // namespace vilau::cli

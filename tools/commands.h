@@ -12,6 +12,7 @@ void add_tokenizer_command(CLI::App& app);
 void add_vision_commands(CLI::App& app);
 void add_init_command(CLI::App& app);
 void add_train_command(CLI::App& app);
+void add_demo_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_data_command(CLI::App& app);

@@ -1,0 +1,112 @@
+#pragma once
+// The demo's synthetic world: 64x64 pictures of one filled shape in a named colour, position
+// and size on a light grey background, with captions, questions and held-out (colour, shape)
+// combinations for evaluation. Everything is procedural and deterministic from a seed, so
+// the demo needs no downloads and a checker can read the pictures back from pixels alone.
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace vilau::eval {
+
+struct NamedColour {
+  std::string name;
+  std::array<int, 3> rgb;
+};
+
+struct NamedPosition {
+  std::string name;
+  double x;  // the shape's centre, as a fraction of the width
+};
+
+struct NamedSize {
+  std::string name;
+  double extent;  // the shape's bounding-box side, as a fraction of the width
+};
+
+// What world.json holds: the vocabulary of the pictures and which combinations are held out.
+struct World {
+  int image_size = 64;
+  uint64_t seed = 0;
+  double heldout_fraction = 0.2;
+  std::vector<NamedColour> colours;
+  std::vector<std::string> shapes;  // "square", "circle", "triangle" (triangles point up)
+  std::vector<NamedPosition> positions;
+  std::vector<NamedSize> sizes;
+  std::vector<std::string> counts;  // number words; counts[n - 1] names n shapes
+  // (colour, shape) indices that appear only in the eval files.
+  std::vector<std::pair<int, int>> heldout;
+
+  // The standard palette and vocabulary. The held-out combinations are the first
+  // round(fraction * colours * shapes) of the diagonal order (c, (c + d) mod shapes) for
+  // d = 0, 1, ..., capped so that every colour and every shape keeps training combinations.
+  static World standard(int image_size, uint64_t seed, double heldout_fraction);
+  // Reads `dir`/world.json; IoError naming `dir` when it is not a folder.
+  static World load(const std::string& dir);
+  void save(const std::string& dir) const;
+
+  bool is_heldout(int colour, int shape) const;
+};
+
+// One picture: `positions.size()` equal shapes (several only for counting questions).
+struct Scene {
+  int colour = 0;
+  int shape = 0;
+  int size = 0;
+  std::vector<int> positions = {0};
+  std::array<int, 3> background = {220, 220, 220};
+  int y_offset = 0;  // pixels below the vertical middle
+};
+
+// Renders without anti-aliasing: a pixel is the shape's colour when its centre is inside.
+at::Tensor render_scene(const World& world, const Scene& scene);  // uint8 [S, S, 3]
+
+// "a large red circle on the left"; "two small blue squares" for several shapes.
+std::string describe_scene(const World& world, const Scene& scene);
+
+struct SyntheticWorldOptions {
+  std::string out;
+  int size = 64;
+  int count = 1000;  // training pictures
+  uint64_t seed = 0;
+  double heldout_fraction = 0.2;
+  std::string render_eval;  // when set, ground-truth pictures of eval_prompts as <id>.png
+};
+
+struct SyntheticWorldSummary {
+  int train_images = 0;
+  int train_captions = 0;
+  int train_questions = 0;
+  int eval_images = 0;
+  int eval_questions = 0;
+  int eval_prompts = 0;
+};
+
+// Writes images/, train_captions.jsonl, train_vqa.jsonl, eval_prompts.jsonl, eval_vqa.jsonl
+// and world.json under `options.out` (docs/demo-world.md).
+SyntheticWorldSummary write_synthetic_world(const SyntheticWorldOptions& options);
+
+struct EvalPrompt {
+  std::string id;
+  std::string prompt;
+  std::string colour;
+  std::string shape;
+  std::string position;  // empty when the prompt names none
+};
+
+struct EvalQuestion {
+  std::string id;
+  std::string image;
+  std::string question;
+  std::string answer;
+  std::string kind;  // colour, shape, position or count
+};
+
+std::vector<EvalPrompt> read_eval_prompts(const std::string& path);
+std::vector<EvalQuestion> read_eval_questions(const std::string& path);
+
+}  // namespace vilau::eval

@@ -1,0 +1,384 @@
+#include "vilau/eval/synthetic_world.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "vilau/core/error.h"
+#include "vilau/eval/jsonl.h"
+#include "vilau/io/atomic_file.h"
+#include "vilau/io/image.h"
+#include "vilau/io/json_file.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace vilau::eval {
+namespace {
+
+constexpr const char* kHeldoutRule =
+    "the first round(heldout_fraction * colours * shapes) (colour c, shape (c + d) mod shapes) "
+    "for d = 0, 1, ... and c = 0, 1, ..., at most colours * (shapes - 1)";
+
+// mt19937_64 is specified bit for bit, unlike the standard distributions, so the files are
+// the same on every standard library.
+int pick(std::mt19937_64& rng, int n) { return static_cast<int>(rng() % static_cast<uint64_t>(n)); }
+
+Scene random_scene(const World& world, std::pair<int, int> combo, bool several,
+                   std::mt19937_64& rng) {
+  Scene scene;
+  scene.colour = combo.first;
+  scene.shape = combo.second;
+  scene.size = pick(rng, static_cast<int>(world.sizes.size()));
+  scene.positions = {pick(rng, static_cast<int>(world.positions.size()))};
+  if (several) {
+    // Only small shapes fit side by side without touching.
+    scene.size = 0;
+    std::vector<int> all(world.positions.size());
+    for (size_t i = 0; i < all.size(); ++i) {
+      all[i] = static_cast<int>(i);
+    }
+    const int max_count = static_cast<int>(std::min(world.counts.size(), all.size()));
+    const int count = 2 + pick(rng, std::max(1, max_count - 1));
+    for (size_t i = all.size() - 1; i > 0; --i) {
+      std::swap(all[i], all[pick(rng, static_cast<int>(i) + 1)]);
+    }
+    all.resize(std::min<size_t>(count, all.size()));
+    std::sort(all.begin(), all.end());
+    scene.positions = all;
+  }
+  // Light greys with a faint tint: varied, yet far from every palette colour.
+  const int grey = 195 + pick(rng, 41);
+  for (int& channel : scene.background) {
+    channel = grey + pick(rng, 13) - 6;
+  }
+  const int jitter = world.image_size / 10;
+  scene.y_offset = pick(rng, 2 * jitter + 1) - jitter;
+  return scene;
+}
+
+std::string position_phrase(const std::string& position) {
+  return position == "center" ? "in the center" : "on the " + position;
+}
+
+json llava_row(const std::string& image, const std::string& question, const std::string& answer) {
+  return {{"image", image},
+          {"conversations",
+           {{{"from", "human"}, {"value", "<image>\n" + question}},
+            {{"from", "gpt"}, {"value", answer}}}}};
+}
+
+// (kind, question, answer) for a scene; position only when there is a single shape.
+std::vector<std::array<std::string, 3>> questions_for(const World& world, const Scene& scene) {
+  const bool several = scene.positions.size() > 1;
+  std::vector<std::array<std::string, 3>> out = {
+      {"colour", several ? "What colour are the shapes?" : "What colour is the shape?",
+       world.colours[scene.colour].name},
+      {"shape", several ? "What shape are they?" : "What shape is it?", world.shapes[scene.shape]},
+      {"count", "How many shapes are there?", world.counts[scene.positions.size() - 1]}};
+  if (!several) {
+    out.insert(out.begin() + 2,
+               {"position", "Where is the shape?", world.positions[scene.positions[0]].name});
+  }
+  return out;
+}
+
+std::string numbered(const char* format, int i) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof(buffer), format, i);
+  return buffer;
+}
+
+void validate(const SyntheticWorldOptions& options) {
+  if (options.out.empty()) {
+    throw ConfigError(describe("--out", "output folder", "a path", "nothing"));
+  }
+  if (options.size < 32 || options.size > 1024) {
+    throw ConfigError(
+        describe("--size", "image size", "32 to 1024 pixels", std::to_string(options.size)));
+  }
+  if (options.count < 1) {
+    throw ConfigError(
+        describe("--count", "training images", "at least 1", std::to_string(options.count)));
+  }
+  if (!(options.heldout_fraction > 0.0 && options.heldout_fraction < 1.0)) {
+    throw ConfigError(describe("--heldout-fraction", "held-out share of combinations",
+                               "a number in (0, 1)", std::to_string(options.heldout_fraction)));
+  }
+}
+
+}  // namespace
+
+World World::standard(int image_size, uint64_t seed, double heldout_fraction) {
+  World world;
+  world.image_size = image_size;
+  world.seed = seed;
+  world.heldout_fraction = heldout_fraction;
+  world.colours = {{"red", {220, 40, 40}},
+                   {"green", {40, 170, 60}},
+                   {"blue", {40, 80, 220}},
+                   {"yellow", {230, 200, 40}},
+                   {"purple", {150, 60, 190}}};
+  world.shapes = {"square", "circle", "triangle"};
+  world.positions = {{"left", 0.22}, {"center", 0.5}, {"right", 0.78}};
+  world.sizes = {{"small", 0.2}, {"large", 0.34}};
+  world.counts = {"one", "two", "three"};
+  const int colours = static_cast<int>(world.colours.size());
+  const int shapes = static_cast<int>(world.shapes.size());
+  const int wanted = static_cast<int>(std::lround(heldout_fraction * colours * shapes));
+  const int n = std::clamp(wanted, 1, colours * (shapes - 1));
+  for (int k = 0; k < n; ++k) {
+    const int c = k % colours;
+    world.heldout.emplace_back(c, (c + k / colours) % shapes);
+  }
+  return world;
+}
+
+bool World::is_heldout(int colour, int shape) const {
+  return std::find(heldout.begin(), heldout.end(), std::make_pair(colour, shape)) != heldout.end();
+}
+
+void World::save(const std::string& dir) const {
+  json j;
+  j["image_size"] = image_size;
+  j["seed"] = seed;
+  j["heldout_fraction"] = heldout_fraction;
+  for (const NamedColour& c : colours) {
+    j["colours"].push_back({{"name", c.name}, {"rgb", c.rgb}});
+  }
+  j["shapes"] = shapes;
+  for (const NamedPosition& p : positions) {
+    j["positions"].push_back({{"name", p.name}, {"x", p.x}});
+  }
+  for (const NamedSize& s : sizes) {
+    j["sizes"].push_back({{"name", s.name}, {"extent", s.extent}});
+  }
+  j["counts"] = counts;
+  j["heldout"]["rule"] = kHeldoutRule;
+  j["heldout"]["combinations"] = json::array();
+  for (const auto& [c, s] : heldout) {
+    j["heldout"]["combinations"].push_back({{"colour", colours[c].name}, {"shape", shapes[s]}});
+  }
+  io::write_file_atomic((fs::path(dir) / "world.json").string(), j.dump(2) + "\n");
+}
+
+World World::load(const std::string& dir) {
+  if (!fs::is_directory(dir)) {
+    throw IoError(describe(dir, "synthetic world folder", "a folder written by `vilau data synth`",
+                           "no such folder"));
+  }
+  const std::string path = (fs::path(dir) / "world.json").string();
+  const json j = io::read_json_file(path, "a synthetic world description");
+  World world;
+  try {
+    world.image_size = j.at("image_size").get<int>();
+    world.seed = j.at("seed").get<uint64_t>();
+    world.heldout_fraction = j.at("heldout_fraction").get<double>();
+    for (const json& c : j.at("colours")) {
+      world.colours.push_back(
+          {c.at("name").get<std::string>(), c.at("rgb").get<std::array<int, 3>>()});
+    }
+    world.shapes = j.at("shapes").get<std::vector<std::string>>();
+    for (const json& p : j.at("positions")) {
+      world.positions.push_back({p.at("name").get<std::string>(), p.at("x").get<double>()});
+    }
+    for (const json& s : j.at("sizes")) {
+      world.sizes.push_back({s.at("name").get<std::string>(), s.at("extent").get<double>()});
+    }
+    world.counts = j.at("counts").get<std::vector<std::string>>();
+    std::vector<std::string> colour_names;
+    for (const NamedColour& c : world.colours) {
+      colour_names.push_back(c.name);
+    }
+    const auto index = [&path](const std::vector<std::string>& names, const std::string& name) {
+      const auto it = std::find(names.begin(), names.end(), name);
+      if (it == names.end()) {
+        throw FormatError(describe(path, "held-out combination",
+                                   "a colour and a shape of the world", "'" + name + "'"));
+      }
+      return static_cast<int>(it - names.begin());
+    };
+    for (const json& h : j.at("heldout").at("combinations")) {
+      world.heldout.emplace_back(index(colour_names, h.at("colour").get<std::string>()),
+                                 index(world.shapes, h.at("shape").get<std::string>()));
+    }
+  } catch (const json::exception& e) {
+    throw FormatError(
+        describe(path, "synthetic world description", "the keys of world.json", e.what()));
+  }
+  if (world.colours.empty() || world.shapes.empty() || world.positions.empty() ||
+      world.sizes.empty() || world.counts.empty()) {
+    throw FormatError(describe(path, "synthetic world description",
+                               "non-empty colours, shapes, positions, sizes and counts",
+                               "an empty list"));
+  }
+  return world;
+}
+
+at::Tensor render_scene(const World& world, const Scene& scene) {
+  const int n = world.image_size;
+  at::Tensor image = torch::empty({n, n, 3}, torch::kUInt8);
+  uint8_t* pixels = image.data_ptr<uint8_t>();
+  for (int i = 0; i < n * n; ++i) {
+    for (int c = 0; c < 3; ++c) {
+      pixels[3 * i + c] = static_cast<uint8_t>(scene.background[c]);
+    }
+  }
+  const double h = world.sizes[scene.size].extent * n / 2;
+  const double cy = n / 2.0 + scene.y_offset;
+  const bool circle = world.shapes[scene.shape] == "circle";
+  const bool triangle = world.shapes[scene.shape] == "triangle";
+  for (int position : scene.positions) {
+    const double cx = world.positions[position].x * n;
+    for (int y = 0; y < n; ++y) {
+      for (int x = 0; x < n; ++x) {
+        const double dx = x + 0.5 - cx, dy = y + 0.5 - cy;
+        bool inside = std::abs(dx) <= h && std::abs(dy) <= h;
+        if (circle) {
+          inside = dx * dx + dy * dy <= h * h;
+        } else if (triangle) {
+          // Apex at the top; the width grows linearly to 2h at the base.
+          inside = inside && std::abs(dx) <= (dy + h) / 2;
+        }
+        if (inside) {
+          for (int c = 0; c < 3; ++c) {
+            pixels[3 * (y * n + x) + c] = static_cast<uint8_t>(world.colours[scene.colour].rgb[c]);
+          }
+        }
+      }
+    }
+  }
+  return image;
+}
+
+std::string describe_scene(const World& world, const Scene& scene) {
+  const std::string& colour = world.colours[scene.colour].name;
+  const std::string& size = world.sizes[scene.size].name;
+  if (scene.positions.size() > 1) {
+    return world.counts[scene.positions.size() - 1] + " " + size + " " + colour + " " +
+           world.shapes[scene.shape] + "s";
+  }
+  return "a " + size + " " + colour + " " + world.shapes[scene.shape] + " " +
+         position_phrase(world.positions[scene.positions[0]].name);
+}
+
+SyntheticWorldSummary write_synthetic_world(const SyntheticWorldOptions& options) {
+  validate(options);
+  const World world = World::standard(options.size, options.seed, options.heldout_fraction);
+  const fs::path out(options.out);
+  fs::create_directories(out / "images");
+  std::vector<std::pair<int, int>> train_combos;
+  for (int c = 0; c < static_cast<int>(world.colours.size()); ++c) {
+    for (int s = 0; s < static_cast<int>(world.shapes.size()); ++s) {
+      if (!world.is_heldout(c, s)) {
+        train_combos.emplace_back(c, s);
+      }
+    }
+  }
+  std::mt19937_64 rng(options.seed);
+  SyntheticWorldSummary summary;
+  // Every fourth picture shows several shapes, for the counting questions only: pictures
+  // that are generation targets keep a single shape.
+  std::vector<json> captions, train_vqa;
+  for (int i = 0; i < options.count; ++i) {
+    const bool several = i % 4 == 3;
+    const auto combo = train_combos[pick(rng, static_cast<int>(train_combos.size()))];
+    const Scene scene = random_scene(world, combo, several, rng);
+    const std::string image = numbered("images/train_%05d.png", i);
+    io::write_image((out / image).string(), render_scene(world, scene));
+    if (!several) {
+      captions.push_back({{"image", image}, {"caption", describe_scene(world, scene)}});
+    }
+    for (const auto& [kind, question, answer] : questions_for(world, scene)) {
+      train_vqa.push_back(llava_row(image, question, answer));
+    }
+  }
+  write_jsonl((out / "train_captions.jsonl").string(), captions);
+  write_jsonl((out / "train_vqa.jsonl").string(), train_vqa);
+  summary.train_images = options.count;
+  summary.train_captions = static_cast<int>(captions.size());
+  summary.train_questions = static_cast<int>(train_vqa.size());
+
+  const int heldout = static_cast<int>(world.heldout.size());
+  const int eval_images = std::max(4 * heldout, options.count / 4);
+  std::vector<json> eval_vqa;
+  for (int i = 0; i < eval_images; ++i) {
+    const Scene scene = random_scene(world, world.heldout[i % heldout], i % 4 == 3, rng);
+    const std::string image = numbered("images/eval_%05d.png", i);
+    io::write_image((out / image).string(), render_scene(world, scene));
+    for (const auto& [kind, question, answer] : questions_for(world, scene)) {
+      eval_vqa.push_back({{"id", numbered("q%05d", static_cast<int>(eval_vqa.size()))},
+                          {"image", image},
+                          {"question", question},
+                          {"answer", answer},
+                          {"kind", kind}});
+    }
+  }
+  write_jsonl((out / "eval_vqa.jsonl").string(), eval_vqa);
+  summary.eval_images = eval_images;
+  summary.eval_questions = static_cast<int>(eval_vqa.size());
+
+  // Every held-out combination in every size and position, in words seen in training.
+  std::vector<json> prompts;
+  if (!options.render_eval.empty()) {
+    fs::create_directories(options.render_eval);
+  }
+  for (const auto& combo : world.heldout) {
+    for (int size = 0; size < static_cast<int>(world.sizes.size()); ++size) {
+      for (int position = 0; position < static_cast<int>(world.positions.size()); ++position) {
+        Scene scene = random_scene(world, combo, false, rng);
+        scene.size = size;
+        scene.positions = {position};
+        const std::string id = numbered("p%03d", static_cast<int>(prompts.size()));
+        prompts.push_back({{"id", id},
+                           {"prompt", describe_scene(world, scene)},
+                           {"colour", world.colours[combo.first].name},
+                           {"shape", world.shapes[combo.second]},
+                           {"position", world.positions[position].name}});
+        if (!options.render_eval.empty()) {
+          io::write_image((fs::path(options.render_eval) / (id + ".png")).string(),
+                          render_scene(world, scene));
+        }
+      }
+    }
+  }
+  write_jsonl((out / "eval_prompts.jsonl").string(), prompts);
+  summary.eval_prompts = static_cast<int>(prompts.size());
+  world.save(out.string());
+  return summary;
+}
+
+std::vector<EvalPrompt> read_eval_prompts(const std::string& path) {
+  const std::vector<json> rows = read_jsonl(path, "text-to-image eval prompts");
+  std::vector<EvalPrompt> prompts;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const std::string where = path + ":" + std::to_string(i + 1);
+    EvalPrompt p{jsonl_string(rows[i], "id", where), jsonl_string(rows[i], "prompt", where),
+                 jsonl_string(rows[i], "colour", where), jsonl_string(rows[i], "shape", where), ""};
+    if (rows[i].contains("position")) {
+      p.position = jsonl_string(rows[i], "position", where);
+    }
+    prompts.push_back(std::move(p));
+  }
+  return prompts;
+}
+
+std::vector<EvalQuestion> read_eval_questions(const std::string& path) {
+  const std::vector<json> rows = read_jsonl(path, "eval questions");
+  std::vector<EvalQuestion> questions;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const std::string where = path + ":" + std::to_string(i + 1);
+    questions.push_back({jsonl_string(rows[i], "id", where), jsonl_string(rows[i], "image", where),
+                         jsonl_string(rows[i], "question", where),
+                         jsonl_string(rows[i], "answer", where),
+                         jsonl_string(rows[i], "kind", where)});
+  }
+  return questions;
+}
+
+}  // namespace vilau::eval
