@@ -123,8 +123,8 @@ void run_questions(const ChatArgs& args) {
     try {
       q = nlohmann::json::parse(line);
     } catch (const nlohmann::json::exception& e) {
-      throw FormatError(describe(where, "a JSON object", "{\"id\", \"image\", \"question\"}",
-                                 e.what()));
+      throw FormatError(
+          describe(where, "a JSON object", "{\"id\", \"image\", \"question\"}", e.what()));
     }
     for (const char* key : {"id", "image", "question"}) {
       if (!q.contains(key) || !q[key].is_string()) {
@@ -175,8 +175,8 @@ void add_chat_command(CLI::App& app) {
       ->capture_default_str();
   chat->callback([args] {
     if (args->questions.empty() != args->answers.empty()) {
-      throw ConfigError(describe("vilau chat", "--questions and --answers", "both or neither",
-                                 "only one"));
+      throw ConfigError(
+          describe("vilau chat", "--questions and --answers", "both or neither", "only one"));
     }
     if (args->questions.empty()) {
       run_chat(*args);

@@ -116,8 +116,8 @@ void run_report(const DemoArgs& args) {
                             {"vqa_questions", vqa.count},
                             {"reconstruction_psnr_db", db},
                             {"reconstruction_pictures", images.size()}};
-  const bool passed = gen.colour_accuracy >= kColourTarget &&
-                      gen.shape_accuracy >= kShapeTarget && vqa.accuracy >= kVqaTarget;
+  const bool passed = gen.colour_accuracy >= kColourTarget && gen.shape_accuracy >= kShapeTarget &&
+                      vqa.accuracy >= kVqaTarget;
   metrics["targets_met"] = passed;
   io::write_file_atomic((run / "metrics.json").string(), metrics.dump(2) + "\n");
   write_report(run, world, prompts, metrics);

@@ -44,15 +44,20 @@ std::pair<at::Tensor, at::Tensor> rotary(const LlmConfig& config, const at::Tens
 // Boolean [B, 1, T, S] mask: causal over S = past + T keys, left pads excluded. Each position
 // may always see itself so that pad rows never softmax over nothing, which would make them
 // NaN and poison the gradients through the masked products.
+// The mask holds 0 for padding and a segment id (1, 2, ...) per token: a query sees the
+// earlier keys of its own segment, so packed samples never attend to each other. A plain
+// 0/1 mask is the one-segment case. Every query sees itself, so padded rows stay finite.
 at::Tensor attention_allowed(const at::Tensor& attention_mask, int64_t past, int64_t steps) {
   const int64_t total = past + steps;
   const auto opts = at::TensorOptions().dtype(at::kLong).device(attention_mask.device());
   const at::Tensor query = at::arange(past, total, opts).unsqueeze(1);
   const at::Tensor key = at::arange(0, total, opts).unsqueeze(0);
   const at::Tensor causal = key.le(query);
-  const at::Tensor token =
-      attention_mask.to(at::kBool).reshape({attention_mask.size(0), 1, 1, total});
-  return (causal & token) | key.eq(query);
+  const int64_t rows = attention_mask.size(0);
+  const at::Tensor segments = attention_mask.to(at::kLong);
+  const at::Tensor key_segment = segments.reshape({rows, 1, 1, total});
+  const at::Tensor query_segment = segments.slice(1, past).reshape({rows, 1, steps, 1});
+  return (causal & key_segment.ne(0) & key_segment.eq(query_segment)) | key.eq(query);
 }
 
 // [B, kv_heads, S, D] -> [B, kv_heads * groups, S, D], each kv head serving `groups` queries.
@@ -96,7 +101,7 @@ std::pair<at::Tensor, at::Tensor> KvCache::append(int64_t layer, const at::Tenso
 void KvCache::advance(int64_t steps) { length_ += steps; }
 
 at::Tensor position_ids_from_mask(const at::Tensor& attention_mask) {
-  const at::Tensor mask = attention_mask.to(at::kLong);
+  const at::Tensor mask = attention_mask.ne(0).to(at::kLong);
   return (mask.cumsum(-1) - 1).masked_fill(mask.eq(0), 1);
 }
 

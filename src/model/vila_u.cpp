@@ -32,6 +32,7 @@ void check_batch(const MultimodalBatch& batch) {
   }
   same_shape(batch.attention_mask, "attention_mask");
   same_shape(batch.labels, "labels");
+  same_shape(batch.segment_ids, "segment_ids");
 }
 
 std::vector<int64_t> row_values(const at::Tensor& t, int64_t row, const at::Tensor& keep) {
@@ -183,34 +184,50 @@ ExpandedInputs VilaUImpl::expand(const MultimodalBatch& batch, Padding padding) 
   const int64_t pad_row = rows * steps + images * hw;
 
   const at::Tensor codes_cpu = images > 0 ? codes.cpu().to(at::kLong).contiguous() : at::Tensor();
-  std::vector<std::vector<int64_t>> sources(rows), targets(rows);
+  // Per row: where each position's input comes from, its labels, its sample (segment)
+  // and its position within the sample.
+  std::vector<std::vector<int64_t>> sources(rows), targets(rows), segments(rows), offsets(rows);
+  const at::Tensor segment_of =
+      batch.segment_ids.defined() ? batch.segment_ids.cpu().to(at::kLong) : keep.to(at::kLong);
   int64_t image = 0;
   for (int64_t b = 0; b < rows; ++b) {
-    std::vector<int64_t> row_ids = row_values(ids, b, keep);
-    std::vector<int64_t> row_labels;
-    std::vector<bool> is_target;
-    if (labels.defined()) {
-      row_labels = row_values(labels, b, keep);
-      is_target = generation_targets({row_ids, row_labels}, vocab - 4);
-    }
+    const std::vector<int64_t> row_ids = row_values(ids, b, keep);
+    const std::vector<int64_t> row_labels =
+        labels.defined() ? row_values(labels, b, keep) : std::vector<int64_t>();
+    const std::vector<int64_t> row_segments = row_values(segment_of, b, keep);
     const std::vector<int64_t> positions =
         row_values(at::arange(steps).expand({rows, steps}), b, keep);
-    size_t placeholder = 0;
-    for (size_t i = 0; i < row_ids.size(); ++i) {
-      if (row_ids[i] != kImageTokenIndex) {
-        sources[b].push_back(b * steps + positions[i]);
-        if (labels.defined()) targets[b].insert(targets[b].end(), depth, row_labels[i]);
-        continue;
+    // The target rule looks at the end of each sample, so it runs sample by sample.
+    for (size_t begin = 0, end = 0; begin < row_ids.size(); begin = end) {
+      while (end < row_ids.size() && row_segments[end] == row_segments[begin]) ++end;
+      std::vector<bool> is_target;
+      if (labels.defined()) {
+        is_target = generation_targets({{row_ids.begin() + begin, row_ids.begin() + end},
+                                        {row_labels.begin() + begin, row_labels.begin() + end}},
+                                       vocab - 4);
       }
-      const bool target = labels.defined() && is_target[placeholder++];
-      const int64_t* code = codes_cpu.data_ptr<int64_t>() + image * hw * depth;
-      for (int64_t p = 0; p < hw; ++p) {
-        sources[b].push_back(rows * steps + image * hw + p);
-        for (int64_t d = 0; d < depth && labels.defined(); ++d) {
-          targets[b].push_back(target ? code[p * depth + d] + vocab : kIgnoreIndex);
+      size_t placeholder = 0;
+      int64_t offset = 0;
+      for (size_t i = begin; i < end; ++i) {
+        if (row_ids[i] != kImageTokenIndex) {
+          sources[b].push_back(b * steps + positions[i]);
+          segments[b].push_back(row_segments[i]);
+          offsets[b].push_back(offset++);
+          if (labels.defined()) targets[b].insert(targets[b].end(), depth, row_labels[i]);
+          continue;
         }
+        const bool target = labels.defined() && is_target[placeholder++];
+        const int64_t* code = codes_cpu.data_ptr<int64_t>() + image * hw * depth;
+        for (int64_t p = 0; p < hw; ++p) {
+          sources[b].push_back(rows * steps + image * hw + p);
+          segments[b].push_back(row_segments[i]);
+          offsets[b].push_back(offset++);
+          for (int64_t d = 0; d < depth && labels.defined(); ++d) {
+            targets[b].push_back(target ? code[p * depth + d] + vocab : kIgnoreIndex);
+          }
+        }
+        ++image;
       }
-      ++image;
     }
   }
 
@@ -225,13 +242,15 @@ ExpandedInputs VilaUImpl::expand(const MultimodalBatch& batch, Padding padding) 
   }
   at::Tensor index = at::full({rows, length}, pad_row, at::kLong);
   at::Tensor mask = at::zeros({rows, length}, at::kLong);
+  at::Tensor position_ids = at::ones({rows, length}, at::kLong);  // pads at 1, as HF
   at::Tensor out_labels =
       labels.defined() ? at::full({rows, length, depth}, kIgnoreIndex, at::kLong) : at::Tensor();
   for (int64_t b = 0; b < rows; ++b) {
     const auto n = static_cast<int64_t>(sources[b].size());
     const int64_t from = padding == Padding::left ? length - n : 0;
     index[b].slice(0, from, from + n).copy_(at::tensor(sources[b], at::kLong));
-    mask[b].slice(0, from, from + n).fill_(1);
+    mask[b].slice(0, from, from + n).copy_(at::tensor(segments[b], at::kLong));
+    position_ids[b].slice(0, from, from + n).copy_(at::tensor(offsets[b], at::kLong));
     if (labels.defined()) {
       out_labels[b]
           .slice(0, from, from + n)
@@ -242,7 +261,7 @@ ExpandedInputs VilaUImpl::expand(const MultimodalBatch& batch, Padding padding) 
   out.inputs_embeds =
       at::cat(table).index_select(0, index.flatten().to(device)).view({rows, length, -1});
   out.attention_mask = mask.to(device);
-  out.position_ids = position_ids_from_mask(out.attention_mask);
+  out.position_ids = position_ids.to(device);
   if (labels.defined()) out.labels = out_labels.to(device);
   return out;
 }
@@ -279,7 +298,10 @@ VilaULoss VilaUImpl::loss(const ExpandedInputs& inputs, const LossWeights& weigh
     }
   }
   at::Tensor predicted = at::zeros({rows, length}, at::kBool);
-  predicted.slice(1, 0, length - 1).copy_(text_labels.slice(1, 1).ne(kIgnoreIndex));
+  const at::Tensor segments = inputs.attention_mask.cpu();
+  predicted.slice(1, 0, length - 1)
+      .copy_(text_labels.slice(1, 1).ne(kIgnoreIndex) &
+             segments.slice(1, 1).eq(segments.slice(1, 0, length - 1)));
   const at::Tensor text_positions = predicted.flatten().nonzero().flatten();
   const at::Tensor text_targets =
       text_labels.flatten().index_select(0, text_positions + 1).to(hidden.device());

@@ -40,7 +40,6 @@ void check_data_fits(const data::DataConfig& data, const VilaUImpl& model) {
   config_check(data.tokens_per_image == model.tokens_per_image(), "data.tokens_per_image",
                std::to_string(model.tokens_per_image()) + ", the tower's grid",
                std::to_string(data.tokens_per_image));
-  config_check(!data.packing, "data.packing", "false for the unified model", "true");
 }
 
 // Trainable parameters under "<module>.<name>"; everything else stops requiring grad.
@@ -107,6 +106,7 @@ TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
       data::DataBatch batch = Run::next_batch(loader);
       after = batch.position;
       if (micro == tc.grad_accum - 1) optimizer.begin_last_micro_batch();
+      batch.batch.segment_ids = batch.segment_ids;
       const ExpandedInputs inputs = model->expand(run.to_device(batch.batch));
       const VilaULoss loss = model->loss(inputs, tc.loss_weights);
       (loss.loss / static_cast<double>(tc.grad_accum)).backward();

@@ -153,6 +153,7 @@ MultimodalBatch Run::to_device(const MultimodalBatch& b) const {
   out.labels = move(b.labels);
   out.images = b.images.defined() ? b.images.to(device, dtype) : b.images;
   out.image_codes = move(b.image_codes);
+  out.segment_ids = move(b.segment_ids);
   return out;
 }
 

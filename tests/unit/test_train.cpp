@@ -140,6 +140,14 @@ TEST_F(TrainTiny, TwoMicroBatchesOfHalfEqualOneBatch) {
   }
 }
 
+TEST_F(TrainTiny, PackedRowsTrain) {
+  const TrainSummary s = run(testing::tiny_run(
+      "pretrain", dir_.string(),
+      {"train.max_steps=16", "data.packing=true", "data.max_length=300", "data.batch_size=2"}));
+  ASSERT_EQ(s.losses.size(), 16u);
+  EXPECT_LT(mean(s.losses, 12, 16), 0.8 * mean(s.losses, 0, 4));
+}
+
 TEST_F(TrainTiny, KilledAndResumedRunFollowsTheSameLossCurve) {
   const auto config = [this](const std::string& out) {
     return testing::tiny_run(

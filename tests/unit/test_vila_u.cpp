@@ -146,6 +146,42 @@ TEST_F(VilaUTiny, LossCountsExactlyTheTextAndVisualTargets) {
   EXPECT_LE(testing::relative_error(loss.loss, 0.5 * text_loss + 2.0 * visual_loss), 1e-6);
 }
 
+// Two samples packed into one row must see exactly what they see in rows of their own.
+TEST_F(VilaUTiny, PackedSamplesMatchSeparateRows) {
+  model_->eval();
+  torch::NoGradGuard no_grad;
+  const MultimodalBatch separate = batch();
+  MultimodalBatch packed;
+  std::vector<int64_t> ids, labels, segments;
+  for (int64_t row = 0; row < 2; ++row) {
+    const int64_t n = separate.attention_mask[row].sum().item<int64_t>();
+    for (int64_t t = 0; t < n; ++t) {
+      ids.push_back(separate.input_ids[row][t].item<int64_t>());
+      labels.push_back(separate.labels[row][t].item<int64_t>());
+      segments.push_back(row + 1);
+    }
+  }
+  packed.input_ids = row_tensor({ids}, 0);
+  packed.labels = row_tensor({labels}, kNo);
+  packed.segment_ids = row_tensor({segments}, 0);
+  packed.attention_mask = packed.segment_ids.ne(0).to(at::kLong);
+  packed.image_codes = codes_;
+
+  const ExpandedInputs a = model_->expand(separate), p = model_->expand(packed);
+  EXPECT_EQ(p.position_ids[0][22].item<int64_t>(), 0);  // the second sample starts over
+  const at::Tensor ha =
+      model_->llm->hidden_states(a.inputs_embeds, a.position_ids, a.attention_mask);
+  const at::Tensor hp =
+      model_->llm->hidden_states(p.inputs_embeds, p.position_ids, p.attention_mask);
+  EXPECT_LE(testing::relative_error(hp[0].slice(0, 0, 22), ha[0].slice(0, 0, 22)), 1e-5);
+  EXPECT_LE(testing::relative_error(hp[0].slice(0, 22, 45), ha[1]), 1e-5);
+  const VilaULoss la = model_->loss(a), lp = model_->loss(p);
+  EXPECT_EQ(lp.text_targets, la.text_targets);
+  EXPECT_EQ(lp.visual_targets, la.visual_targets);
+  EXPECT_LE(testing::relative_error(lp.text_loss, la.text_loss), 1e-5);
+  EXPECT_LE(testing::relative_error(lp.visual_loss, la.visual_loss), 1e-5);
+}
+
 TEST_F(VilaUTiny, VideoTargetsAreEveryFramePosition) {
   model_->eval();
   MultimodalBatch b;

@@ -110,8 +110,9 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // [B, T] token ids -> [B, T, H] embeddings.
   at::Tensor embed(const at::Tensor& input_ids);
   // inputs_embeds [B, T, H] and position_ids [B, T] -> [B, T, H] after the final norm.
-  // attention_mask is 1 for tokens and 0 for padding; with a cache it covers the cached
-  // positions too, [B, cache->length() + T], so that earlier left pads stay masked.
+  // attention_mask is 1 for tokens and 0 for padding, or 1, 2, ... per sample of a packed
+  // row (attention stays within a sample); with a cache it covers the cached positions
+  // too, [B, cache->length() + T], so that earlier left pads stay masked.
   // The new keys and values are appended to `cache`, which then advances by T.
   at::Tensor hidden_states(const at::Tensor& inputs_embeds, const at::Tensor& position_ids,
                            const at::Tensor& attention_mask, KvCache* cache = nullptr);

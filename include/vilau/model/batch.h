@@ -16,6 +16,10 @@ struct MultimodalBatch {
   // the two is defined when the batch has placeholders.
   at::Tensor images;
   at::Tensor image_codes;
+  // Packed rows: [B, T] int64, 1, 2, ... for the samples of a row and 0 for padding
+  // (then attention_mask is segment_ids != 0). Attention stays within a sample and
+  // positions restart at each one. Undefined for one sample per row.
+  at::Tensor segment_ids;
 };
 
 }  // namespace vilau

@@ -50,8 +50,8 @@ struct VilaULoss {
 // The sequence the LLM sees once every placeholder is expanded to h*w positions.
 struct ExpandedInputs {
   at::Tensor inputs_embeds;   // [B, L, H]
-  at::Tensor attention_mask;  // [B, L] int64
-  at::Tensor position_ids;    // [B, L]
+  at::Tensor attention_mask;  // [B, L] int64: 0 padding, else the position's sample (1, 2, ...)
+  at::Tensor position_ids;    // [B, L], restarting at each sample of a packed row
   // [B, L, D]: text labels repeated over D; code + vocab_size at the positions of images
   // that are generation targets (the official rule, generation_targets()); ignore elsewhere.
   // Undefined when the batch has no labels.
