@@ -28,7 +28,14 @@ struct ChatArgs {
   TextOptions text;
   uint64_t seed = 0;
   bool json = false;
+  bool wrap_images = false;
 };
+
+// One image placeholder as the official inference writes it, or wrapped in
+// <im_start>/<im_end> as single-image SFT data is (for models trained only on that form).
+std::string image_placeholder(bool wrap) {
+  return wrap ? "<im_start><image><im_end>\n" : "<image>\n";
+}
 
 // The images, then the video's frames, as the tower's codes [P, h, w, D]; undefined when
 // there are none. Encoded once and reused for every turn.
@@ -69,7 +76,9 @@ void run_chat(const ChatArgs& args) {
   const auto answer = [&](const std::string& question) {
     // Images go before the first question only, as understanding_prompt() places them.
     std::string message = question;
-    for (int64_t i = 0; turns.empty() && i < placeholders; ++i) message.insert(0, "<image>\n");
+    for (int64_t i = 0; turns.empty() && i < placeholders; ++i) {
+      message.insert(0, image_placeholder(args.wrap_images));
+    }
     turns.push_back({message, ""});
     const std::vector<int64_t> ids = loaded.tokenizer.encode_with_images(render_chat(turns));
     TextStream stream;
@@ -133,8 +142,8 @@ void run_questions(const ChatArgs& args) {
     }
     const auto image = base / q["image"].get<std::string>();
     const at::Tensor codes = encode_media({io::read_image(image.string())}, "", *loaded.model);
-    const std::vector<int64_t> ids = loaded.tokenizer.encode_with_images(
-        render_chat({{understanding_prompt(q["question"].get<std::string>()), ""}}));
+    const std::vector<int64_t> ids = loaded.tokenizer.encode_with_images(render_chat(
+        {{image_placeholder(args.wrap_images) + q["question"].get<std::string>(), ""}}));
     at::Generator rng = make_generator(device, args.seed);
     const TextAnswer a = generator.generate({ids}, codes, args.text, rng, {}).front();
     out += nlohmann::json({{"id", q["id"]}, {"answer", a.text}})
@@ -162,6 +171,9 @@ void add_chat_command(CLI::App& app) {
                    "JSONL of {\"id\", \"image\", \"question\"}: answer each (needs --answers)");
   chat->add_option("--answers", args->answers, "With --questions: JSONL of {\"id\", \"answer\"}");
   chat->add_flag("--json", args->json, "Print one JSON object per answer instead of streaming");
+  chat->add_flag("--wrap-images", args->wrap_images,
+                 "Write each image as <im_start><image><im_end>, the form of single-image SFT "
+                 "data (the official inference leaves it unwrapped)");
   chat->add_option("--max-new-tokens", args->text.max_new_tokens, "Answer length limit")
       ->capture_default_str();
   chat->add_option("--temperature", args->text.sampler.temperature, "0 is greedy")

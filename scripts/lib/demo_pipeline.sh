@@ -53,7 +53,7 @@ step 5 "drawing the held-out prompts with CFG 3"
 
 step 6 "answering the held-out questions"
 "$vilau" chat --model "$model" --questions "$run/data/eval_vqa.jsonl" \
-  --answers "$run/answers.jsonl" --temperature 0 --max-new-tokens 8
+  --answers "$run/answers.jsonl" --temperature 0 --max-new-tokens 8 --wrap-images
 
 step 7 "scoring and writing the report"
 "$vilau" demo report --run "$run" --model "$model" "${check[@]}" >"$run/metrics.out"
