@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "vilau/core/error.h"
+#include "vilau/infer/runtime.h"
 #include "vilau/io/image.h"
 #include "vilau/model/official_checkpoint.h"
 #include "vilau/vision/preprocess.h"
@@ -15,22 +16,6 @@
 namespace vilau::cli {
 
 namespace {
-
-torch::Device parse_device(const std::string& name) {
-  torch::Device device(torch::kCPU);
-  try {
-    device = torch::Device(name);
-  } catch (const c10::Error&) {
-    throw ConfigError(
-        describe("--device", "unknown device", "cpu, cuda or cuda:N", "'" + name + "'"));
-  }
-  if (device.is_cuda() && !torch::cuda::is_available()) {
-    throw DeviceError(describe("--device " + name, "CUDA is not available",
-                               "a CUDA build of LibTorch and a visible GPU (see `vilau info`)",
-                               "neither"));
-  }
-  return device;
-}
 
 struct TowerRun {
   VisionTower tower{nullptr};

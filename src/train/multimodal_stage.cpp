@@ -124,17 +124,7 @@ TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
     ++step;
     const double loss = mean_over_ranks(run.group, loss_sum / accum);
     summary.losses.push_back(loss);
-    if (result.skipped) {
-      ++summary.skipped_steps;
-      spdlog::warn("step {}: non-finite loss or gradient (norm {}), update skipped ({} so far)",
-                   step, result.grad_norm, summary.skipped_steps);
-      if (summary.skipped_steps > tc.max_skipped_steps) {
-        throw Error(
-            describe("training", "steps with NaN/Inf loss or gradients",
-                     "at most train.max_skipped_steps = " + std::to_string(tc.max_skipped_steps),
-                     std::to_string(summary.skipped_steps)));
-      }
-    }
+    if (result.skipped) run.count_skipped(summary, step, result.grad_norm);
     tokens_done += tokens * run.group.world_size();
     samples_done += samples * run.group.world_size();
     const double elapsed =
@@ -162,7 +152,7 @@ TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
       summary.last_step = step;
       return summary;
     }
-    if ((tc.save_every > 0 && step % tc.save_every == 0) || last) {
+    if (run.checkpoint_due(step)) {
       io::TrainingState state;
       state.step = step;
       state.model = as_named(model->official_state_dict());

@@ -138,6 +138,18 @@ void Run::log(const nlohmann::json& record) {
   if (metrics_) metrics_->write(record);
 }
 
+void Run::count_skipped(TrainSummary& summary, int64_t step, double grad_norm) const {
+  ++summary.skipped_steps;
+  spdlog::warn("step {}: non-finite loss or gradient (norm {}), update skipped ({} so far)", step,
+               grad_norm, summary.skipped_steps);
+  if (summary.skipped_steps > train.max_skipped_steps) {
+    throw Error(
+        describe("training", "steps with NaN/Inf loss or gradients",
+                 "at most train.max_skipped_steps = " + std::to_string(train.max_skipped_steps),
+                 std::to_string(summary.skipped_steps)));
+  }
+}
+
 data::DataBatch Run::next_batch(data::DataLoader& loader) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     if (auto batch = loader.next()) return std::move(*batch);

@@ -39,6 +39,12 @@ class Run {
   void restore_rng(const io::TrainingState& state) const;
 
   void log(const nlohmann::json& record);  // metrics.jsonl on rank 0
+  // Counts a step whose update was skipped for a NaN/Inf; Error past max_skipped_steps.
+  void count_skipped(TrainSummary& summary, int64_t step, double grad_norm) const;
+  // Whether a checkpoint is written after `step`: every save_every steps and at the end.
+  bool checkpoint_due(int64_t step) const {
+    return (train.save_every > 0 && step % train.save_every == 0) || step == train.max_steps;
+  }
 
   // The next batch, starting the next epoch when one ends.
   static data::DataBatch next_batch(data::DataLoader& loader);

@@ -203,16 +203,7 @@ TrainSummary train_tower(Run& run, const TrainOptions& options) {
     ++step;
     const double loss = mean_over_ranks(run.group, loss_sum / static_cast<double>(tc.grad_accum));
     summary.losses.push_back(loss);
-    if (result.skipped) {
-      ++summary.skipped_steps;
-      spdlog::warn("step {}: non-finite tower loss or gradient, update skipped", step);
-      if (summary.skipped_steps > tc.max_skipped_steps) {
-        throw Error(
-            describe("tower training", "steps with NaN/Inf loss or gradients",
-                     "at most train.max_skipped_steps = " + std::to_string(tc.max_skipped_steps),
-                     std::to_string(summary.skipped_steps)));
-      }
-    }
+    if (result.skipped) run.count_skipped(summary, step, result.grad_norm);
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     if (step % tc.log_every == 0 || step == tc.max_steps) {
@@ -238,7 +229,7 @@ TrainSummary train_tower(Run& run, const TrainOptions& options) {
       summary.last_step = step;
       return summary;
     }
-    if ((tc.save_every > 0 && step % tc.save_every == 0) || last) {
+    if (run.checkpoint_due(step)) {
       io::TrainingState state;
       state.step = step;
       TensorMap weights, optimizer_state;
