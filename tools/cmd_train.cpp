@@ -1,7 +1,6 @@
 // `vilau train`: every stage from one YAML file, on one process or many (torchrun
 // --no-python / srun set the rank variables; see docs/training.md).
 #include <spdlog/spdlog.h>
-#include <torch/cuda.h>
 
 #include <chrono>
 #include <cstdio>
@@ -14,7 +13,6 @@
 #include "vilau/config.h"
 #include "vilau/core/error.h"
 #include "vilau/dist/process_group.h"
-#include "vilau/infer/runtime.h"
 #include "vilau/train/trainer.h"
 
 namespace vilau::cli {
@@ -35,11 +33,8 @@ void add_train_command(CLI::App& app) {
     if (!config.train) {
       throw ConfigError(describe(*config_path, "section 'train'", "present", "missing"));
     }
-    const std::string& device_name = config.train->device;
-    const at::Device device = device_name == "auto"
-                                  ? at::Device(torch::cuda::is_available() ? at::kCUDA : at::kCPU)
-                                  : parse_device(device_name);
-    const ProcessGroup group(read_dist_env(), device,
+    const DistEnv env = read_dist_env();
+    const ProcessGroup group(env, training_device(*config.train, env.local_rank),
                              std::chrono::seconds(config.train->distributed.timeout_s));
     if (group.rank() != 0) spdlog::set_level(spdlog::level::warn);  // only rank 0 logs
     TrainOptions options;

@@ -4,17 +4,13 @@
 
 #include <chrono>
 #include <cmath>
-#include <filesystem>
 
 #include "run.h"
 #include "vilau/core/error.h"
-#include "vilau/model/official_checkpoint.h"
 #include "vilau/model/vila_u.h"
 #include "vilau/train/parallel_optimizer.h"
 
 namespace vilau::train_detail {
-
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -167,20 +163,9 @@ TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
   bar.finish();
   summary.last_step = step;
   if (tc.export_at_end && run.is_main()) {
-    const fs::path out = fs::path(tc.output_dir) / "export";
-    ExportOptions export_options;
-    export_options.source = tc.init;
     std::map<std::string, at::Tensor> weights;
     for (auto& [name, t] : model->official_state_dict()) weights[name] = t.cpu();
-    export_official(out.string(), model->config(), weights, export_options);
-    if (tc.init.empty()) {
-      for (const auto& entry : fs::directory_iterator(run.tokenizer_dir())) {
-        fs::copy_file(entry.path(), out / "llm" / entry.path().filename(),
-                      fs::copy_options::overwrite_existing);
-      }
-    }
-    summary.export_dir = out.string();
-    spdlog::info("exported {} in the official layout", out.string());
+    summary.export_dir = run.export_model(model->config(), weights);
   }
   run.group.barrier();
   return summary;

@@ -9,6 +9,7 @@
 #include "vilau/core/error.h"
 #include "vilau/infer/runtime.h"
 #include "vilau/io/atomic_file.h"
+#include "vilau/model/official_checkpoint.h"
 
 namespace vilau {
 
@@ -18,15 +19,8 @@ namespace fs = std::filesystem;
 
 Run::Run(const Config& c, const std::string& yaml, const ProcessGroup& g)
     : config(c), train(*c.train), group(g), config_yaml(yaml) {
-  if (train.device == "auto") {
-    device = torch::cuda::is_available()
-                 ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(group.env().local_rank))
-                 : at::Device(at::kCPU);
-  } else {
-    device = parse_device(train.device);
-  }
-  const std::string precision = train.precision == "auto" ? "auto" : train.precision;
-  dtype = parse_dtype(precision, device);
+  device = training_device(train, group.env().local_rank);
+  dtype = parse_dtype(train.precision, device);
   if (device.is_cuda()) {
     torch::cuda::manual_seed_all(static_cast<uint64_t>(train.seed));
   }
@@ -134,6 +128,22 @@ void Run::restore_rng(const io::TrainingState& state) const {
   io::restore_rng_states(mine);
 }
 
+std::string Run::export_model(const ModelConfig& model,
+                              const std::map<std::string, at::Tensor>& weights) const {
+  const fs::path out = fs::path(train.output_dir) / "export";
+  ExportOptions options;
+  options.source = train.init;  // tokenizer files and untouched config fields
+  export_official(out.string(), model, weights, options);
+  if (train.init.empty()) {
+    for (const auto& entry : fs::directory_iterator(tokenizer_dir())) {
+      fs::copy_file(entry.path(), out / "llm" / entry.path().filename(),
+                    fs::copy_options::overwrite_existing);
+    }
+  }
+  spdlog::info("exported {} in the official layout", out.string());
+  return out.string();
+}
+
 void Run::log(const nlohmann::json& record) {
   if (metrics_) metrics_->write(record);
 }
@@ -184,6 +194,13 @@ double mean_over_ranks(const ProcessGroup& group, double value) {
 }
 
 }  // namespace train_detail
+
+at::Device training_device(const TrainConfig& train, int64_t local_rank) {
+  if (train.device != "auto") return parse_device(train.device);
+  return torch::cuda::is_available()
+             ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local_rank))
+             : at::Device(at::kCPU);
+}
 
 TrainSummary train(const Config& config, const std::string& config_yaml, const ProcessGroup& group,
                    const TrainOptions& options) {

@@ -39,6 +39,10 @@ class Run {
   void restore_rng(const io::TrainingState& state) const;
 
   void log(const nlohmann::json& record);  // metrics.jsonl on rank 0
+  // Writes `weights` (our names) as output_dir/export in the official layout, with the
+  // tokenizer of train.init or train.tokenizer; returns the folder. Rank 0 only.
+  std::string export_model(const ModelConfig& model,
+                           const std::map<std::string, at::Tensor>& weights) const;
   // Counts a step whose update was skipped for a NaN/Inf; Error past max_skipped_steps.
   void count_skipped(TrainSummary& summary, int64_t step, double grad_norm) const;
   // Whether a checkpoint is written after `step`: every save_every steps and at the end.

@@ -6,7 +6,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <filesystem>
 
 #include "run.h"
 #include "vilau/core/error.h"
@@ -17,8 +16,6 @@
 #include "vilau/vision/vision_tower.h"
 
 namespace vilau::train_detail {
-
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -257,17 +254,7 @@ TrainSummary train_tower(Run& run, const TrainOptions& options) {
     for (auto& [name, t] : tower->official_state_dict()) {
       weights["vision_tower." + name] = t.detach().cpu().to(at::kBFloat16);
     }
-    const fs::path out = fs::path(tc.output_dir) / "export";
-    ExportOptions export_options;
-    export_options.source = tc.init;
-    export_official(out.string(), config, weights, export_options);
-    if (tc.init.empty()) {
-      for (const auto& entry : fs::directory_iterator(run.tokenizer_dir())) {
-        fs::copy_file(entry.path(), out / "llm" / entry.path().filename(),
-                      fs::copy_options::overwrite_existing);
-      }
-    }
-    summary.export_dir = out.string();
+    summary.export_dir = run.export_model(config, weights);
   }
   run.group.barrier();
   return summary;

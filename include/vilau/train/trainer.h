@@ -2,6 +2,8 @@
 // `vilau train`: one entry point for every stage. The run folder (train.output_dir) holds
 // config.yaml (the resolved config), metrics.jsonl, checkpoints/ and, at the end, export/
 // in the official folder format. A run that finds a checkpoint there resumes from it.
+#include <c10/core/Device.h>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -27,6 +29,10 @@ struct TrainSummary {
   std::string resumed_from;  // checkpoint folder, empty for a fresh start
   std::string export_dir;    // empty when not exported
 };
+
+// train.device resolved: "auto" is GPU LOCAL_RANK when CUDA is available, else the CPU;
+// explicit names as `--device` takes them (DeviceError for CUDA without a GPU).
+at::Device training_device(const TrainConfig& train, int64_t local_rank);
 
 // `config` needs a train section and a data section, and a model section unless
 // train.init names a model folder. `config_yaml` is saved with the run and its checkpoints.
