@@ -95,8 +95,9 @@ TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
   const auto started = std::chrono::steady_clock::now();
   int64_t tokens_done = 0, samples_done = 0;
   while (step < tc.max_steps) {
-    double loss_sum = 0, text_sum = 0, visual_sum = 0;
-    int64_t tokens = 0, samples = 0;
+    // Loss, text and visual parts and LLM tokens, summed on the device: one sync per step.
+    at::Tensor totals = at::zeros({4}, at::TensorOptions().dtype(at::kDouble).device(run.device));
+    int64_t samples = 0;
     data::DataPosition after;
     for (int64_t micro = 0; micro < tc.grad_accum; ++micro) {
       data::DataBatch batch = Run::next_batch(loader);
@@ -106,19 +107,23 @@ TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
       const ExpandedInputs inputs = model->expand(run.to_device(batch.batch));
       const VilaULoss loss = model->loss(inputs, tc.loss_weights);
       (loss.loss / static_cast<double>(tc.grad_accum)).backward();
-      loss_sum += loss.loss.item<double>();
-      text_sum += loss.text_loss.item<double>();
-      visual_sum += loss.visual_loss.item<double>();
-      tokens += inputs.attention_mask.sum().item<int64_t>();
+      totals +=
+          at::stack({loss.loss.detach().to(at::kDouble), loss.text_loss.detach().to(at::kDouble),
+                     loss.visual_loss.detach().to(at::kDouble),
+                     inputs.attention_mask.ne(0).sum().to(at::kDouble)});
       samples += batch.batch.input_ids.size(0);
     }
-    const double accum = static_cast<double>(tc.grad_accum);
-    const bool finite = std::isfinite(loss_sum);
+    const at::Tensor local = totals.cpu();
+    const auto tokens = static_cast<int64_t>(local[3].item<double>());
+    const bool finite = std::isfinite(local[0].item<double>());
+    // Means over micro-batches, then over ranks.
+    at::Tensor means = local.slice(0, 0, 3) / static_cast<double>(tc.grad_accum);
+    run.group.all_reduce_mean(means);
     const double factor =
         cosine_lr_factor(step, tc.max_steps, tc.optimizer.warmup_ratio, tc.optimizer.min_lr_ratio);
     const ParallelOptimizer::Step result = optimizer.step(factor, finite);
     ++step;
-    const double loss = mean_over_ranks(run.group, loss_sum / accum);
+    const double loss = means[0].item<double>();
     summary.losses.push_back(loss);
     if (result.skipped) run.count_skipped(summary, step, result.grad_norm);
     tokens_done += tokens * run.group.world_size();
@@ -129,8 +134,8 @@ TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
       const double lr = tc.optimizer.lr * factor;
       run.log({{"step", step},
                {"loss", loss},
-               {"text_loss", mean_over_ranks(run.group, text_sum / accum)},
-               {"visual_loss", mean_over_ranks(run.group, visual_sum / accum)},
+               {"text_loss", means[1].item<double>()},
+               {"visual_loss", means[2].item<double>()},
                {"lr", lr},
                {"grad_norm", result.grad_norm},
                {"skipped", result.skipped},
