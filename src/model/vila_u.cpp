@@ -189,14 +189,14 @@ ExpandedInputs VilaUImpl::expand(const MultimodalBatch& batch, Padding padding) 
   std::vector<std::vector<int64_t>> sources(rows), targets(rows), segments(rows), offsets(rows);
   const at::Tensor segment_of =
       batch.segment_ids.defined() ? batch.segment_ids.cpu().to(at::kLong) : keep.to(at::kLong);
+  const at::Tensor columns = at::arange(steps).expand({rows, steps});
   int64_t image = 0;
   for (int64_t b = 0; b < rows; ++b) {
     const std::vector<int64_t> row_ids = row_values(ids, b, keep);
     const std::vector<int64_t> row_labels =
         labels.defined() ? row_values(labels, b, keep) : std::vector<int64_t>();
     const std::vector<int64_t> row_segments = row_values(segment_of, b, keep);
-    const std::vector<int64_t> positions =
-        row_values(at::arange(steps).expand({rows, steps}), b, keep);
+    const std::vector<int64_t> positions = row_values(columns, b, keep);
     // The target rule looks at the end of each sample, so it runs sample by sample.
     for (size_t begin = 0, end = 0; begin < row_ids.size(); begin = end) {
       while (end < row_ids.size() && row_segments[end] == row_segments[begin]) ++end;

@@ -1,27 +1,18 @@
 // The residual quantizer against brute force, a hand-computed EMA step, the official names,
 // and a two-process run whose ranks must end with identical codebooks.
 #include <ATen/CPUGeneratorImpl.h>
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <torch/torch.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
-#include <fstream>
 #include <map>
-#include <sstream>
-#include <thread>
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 
+#include "spawn_ranks.h"
 #include "test_util.h"
 #include "vilau/core/error.h"
 #include "vilau/vision/residual_quantizer.h"
-
-extern char** environ;
 
 namespace vilau {
 namespace {
@@ -321,7 +312,7 @@ std::vector<torch::Tensor> flat_state(const ResidualQuantizer& q) {
 }
 
 TEST(ResidualQuantizerDist, Worker) {
-  const char* rank_env = std::getenv("VILAU_RQ_RANK");
+  const char* rank_env = std::getenv("RANK");
   const char* dir = std::getenv("VILAU_RQ_DIR");
   if (!rank_env || !dir) GTEST_SKIP() << "runs only as a child of TwoRanksAgree";
   const int rank = std::atoi(rank_env);
@@ -348,54 +339,12 @@ TEST(ResidualQuantizerDist, Worker) {
 class ResidualQuantizerDistTest : public testing::TempDirTest {};
 
 TEST_F(ResidualQuantizerDistTest, TwoRanksAgreeAndMatchOneProcessOnTheJoinedData) {
-  if (std::getenv("VILAU_RQ_RANK")) GTEST_SKIP() << "a worker process runs only the Worker test";
-  std::vector<std::string> env;
-  for (char** e = environ; *e; ++e) {
-    if (std::string(*e).rfind("GTEST_", 0) != 0) env.emplace_back(*e);
-  }
-  env.push_back("VILAU_RQ_DIR=" + dir_.string());
-  env.push_back("OMP_NUM_THREADS=1");
-  std::vector<pid_t> pids;
-  for (int rank = 0; rank < 2; ++rank) {
-    std::vector<std::string> child_env = env;
-    child_env.push_back("VILAU_RQ_RANK=" + std::to_string(rank));
-    std::vector<char*> envp, argv;
-    for (auto& s : child_env) envp.push_back(s.data());
-    envp.push_back(nullptr);
-    std::string exe = "/proc/self/exe", filter = "--gtest_filter=ResidualQuantizerDist.Worker";
-    argv = {exe.data(), filter.data(), nullptr};
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    const std::string log = path("rank" + std::to_string(rank) + ".log");
-    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    pid_t pid = 0;
-    ASSERT_EQ(posix_spawn(&pid, exe.c_str(), &actions, nullptr, argv.data(), envp.data()), 0);
-    posix_spawn_file_actions_destroy(&actions);
-    pids.push_back(pid);
-  }
-  // Bounded: a rank stuck in a collective is killed, never waited for forever.
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  std::vector<int> status(2, -1);
-  for (size_t done = 0; done < pids.size();) {
-    for (size_t i = 0; i < pids.size(); ++i) {
-      if (status[i] == -1 && waitpid(pids[i], &status[i], WNOHANG) == pids[i]) ++done;
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      for (size_t i = 0; i < pids.size(); ++i) {
-        if (status[i] == -1) {
-          kill(pids[i], SIGKILL);
-          waitpid(pids[i], &status[i], 0);
-        }
-      }
-      FAIL() << "ranks timed out";
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  for (int rank = 0; rank < 2; ++rank) {
-    std::stringstream log;
-    log << std::ifstream(path("rank" + std::to_string(rank) + ".log")).rdbuf();
-    ASSERT_TRUE(WIFEXITED(status[rank]) && WEXITSTATUS(status[rank]) == 0) << log.str();
+  if (std::getenv("VILAU_RQ_DIR")) GTEST_SKIP() << "a worker process runs only the Worker test";
+  const auto ranks =
+      testing::spawn_ranks("ResidualQuantizerDist.Worker", 2, {"VILAU_RQ_DIR=" + dir_.string()},
+                           dir_.string(), std::chrono::seconds(120));
+  for (const auto& rank : ranks) {
+    ASSERT_TRUE(rank.exited && rank.code == 0) << rank.log;
   }
   std::vector<torch::Tensor> rank0, rank1;
   torch::load(rank0, path("rank0.pt"));
