@@ -122,8 +122,10 @@ void bench_load(const std::string& path, int repeats, double create_gb) {
 
 }  // namespace
 
-void add_bench_data_command(CLI::App& bench);  // cmd_bench_data.cpp
+void add_bench_data_command(CLI::App& bench);      // cmd_bench_data.cpp
 void add_bench_generate_command(CLI::App& bench);  // cmd_bench_generate.cpp
+void add_bench_decode_command(CLI::App& bench);    // cmd_bench_decode.cpp
+void add_bench_train_command(CLI::App& bench);     // cmd_bench_train.cpp
 
 void add_bench_command(CLI::App& app) {
   CLI::App* bench = app.add_subcommand("bench", "Benchmarks; each prints one JSON object");
@@ -143,6 +145,8 @@ void add_bench_command(CLI::App& app) {
   load_cmd->callback([path, repeats, create_gb] { bench_load(*path, *repeats, *create_gb); });
   add_bench_data_command(*bench);
   add_bench_generate_command(*bench);
+  add_bench_decode_command(*bench);
+  add_bench_train_command(*bench);
 }
 
 }  // namespace vilau::cli

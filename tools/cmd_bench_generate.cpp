@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "bench_common.h"
 #include "commands.h"
 #include "presets.h"
 #include "vilau/core/error.h"
@@ -13,7 +14,7 @@ namespace vilau::cli {
 namespace {
 
 struct BenchArgs {
-  std::string model, preset, device = "cpu", dtype = "auto", layout = "halves";
+  std::string model, preset, device = "cpu", dtype = "auto", layout = "halves", eager;
   int64_t batch = 1, repeat = 1;
   ImageOptions image;
 };
@@ -21,6 +22,7 @@ struct BenchArgs {
 void bench_generate(const BenchArgs& args) {
   ImageOptions options = args.image;
   options.layout = parse_cfg_layout(args.layout);
+  options.profile = true;
   options.validate();
   config_check(args.batch > 0 && args.repeat > 0, "--batch/--repeat", "positive counts",
                std::to_string(args.batch) + "/" + std::to_string(args.repeat));
@@ -52,7 +54,17 @@ void bench_generate(const BenchArgs& args) {
   }
   const GenerationTimes& t = generator.times();
   const double total = t.prefill + t.llm + t.depth + t.decode;
-  const nlohmann::json report = {
+  // Per image position the LLM's layers and the projector are read once and the depth
+  // transformer once per code depth; lm_head and the embeddings are not used.
+  const int64_t depth = model->depth_transformer->depth();
+  const double bytes_per_position =
+      parameter_bytes(*model, {"llm.model.layers.", "llm.model.norm.", "mm_projector."}) +
+      static_cast<double>(depth) * parameter_bytes(*model, {"depth_transformer."});
+  const double bandwidth = memory_bandwidth(device);
+  const double floor_s =
+      static_cast<double>(model->tokens_per_image()) * bytes_per_position / bandwidth;
+  const double per_batch_s = total / static_cast<double>(args.repeat);
+  nlohmann::json report = {
       {"bench", "generate"},
       {"model", args.model.empty() ? "preset:" + args.preset : args.model},
       {"device", device.str()},
@@ -70,7 +82,27 @@ void bench_generate(const BenchArgs& args) {
       {"share_llm", t.llm / total},
       {"share_depth_transformer", t.depth / total},
       {"share_decode", t.decode / total},
+      {"llm_step_ms",
+       1e3 * t.llm / static_cast<double>(args.repeat * (model->tokens_per_image() - 1))},
+      {"weights_read_per_position_bytes", bytes_per_position},
+      {"memory_bandwidth_gbps", bandwidth / 1e9},
+      {"floor_seconds_per_batch", floor_s},
+      {"seconds_per_batch", per_batch_s},
+      {"vs_floor", per_batch_s / floor_s},
   };
+  if (!args.eager.empty()) {
+    report["eager"] = run_eager_baseline(
+        args.eager,
+        {"--mode", "generate", "--preset", preset_file(args.preset), "--device", device.str(),
+         "--dtype", dtype_name(dtype), "--batch", std::to_string(args.batch), "--repeat",
+         std::to_string(args.repeat), "--cfg", std::to_string(options.cfg_scale)});
+    // The baseline stops at codes: compare without the pixel decoder.
+    if (report["eager"].contains("images_per_s")) {
+      const double codes_per_s = static_cast<double>(args.batch * args.repeat) / (total - t.decode);
+      report["images_per_s_without_pixel_decode"] = codes_per_s;
+      report["speedup_vs_eager"] = codes_per_s / report["eager"]["images_per_s"].get<double>();
+    }
+  }
   std::printf("%s\n", report.dump(2).c_str());
 }
 
@@ -91,10 +123,18 @@ void add_bench_generate_command(CLI::App& bench) {
   cmd->add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();
   cmd->add_option("--dtype", args->dtype, "auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
       ->capture_default_str();
+  cmd->add_option("--eager", args->eager,
+                  "Also time the eager PyTorch baseline with this python (presets only)");
   cmd->callback([args, model, preset] {
     if (model->count() == 0 && preset->count() == 0) {
       throw ConfigError(
           describe("vilau bench generate", "no model", "--model DIR or --preset NAME"));
+    }
+    if (!args->eager.empty() && args->preset.empty()) {
+      throw ConfigError(describe("--eager", "baseline",
+                                 "--preset (the baseline builds the same config with random "
+                                 "weights)",
+                                 "--model"));
     }
     bench_generate(*args);
   });

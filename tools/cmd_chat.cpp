@@ -4,13 +4,14 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "vilau/core/error.h"
 #include "vilau/data/video.h"
+#include "vilau/eval/vqa_benchmark.h"
+#include "vilau/infer/answering.h"
 #include "vilau/infer/runtime.h"
 #include "vilau/infer/text_generation.h"
 #include "vilau/io/atomic_file.h"
@@ -27,15 +28,10 @@ struct ChatArgs {
   std::vector<std::string> images;
   TextOptions text;
   uint64_t seed = 0;
+  int64_t batch = 1;
   bool json = false;
   bool wrap_images = false;
 };
-
-// One image placeholder as the official inference writes it, or wrapped in
-// <im_start>/<im_end> as single-image SFT data is (for models trained only on that form).
-std::string image_placeholder(bool wrap) {
-  return wrap ? "<im_start><image><im_end>\n" : "<image>\n";
-}
 
 // The images, then the video's frames, as the tower's codes [P, h, w, D]; undefined when
 // there are none. Encoded once and reused for every turn.
@@ -113,43 +109,29 @@ void run_chat(const ChatArgs& args) {
   }
 }
 
-// Evaluation-style answering: one image and one question per line of a JSONL file
-// ({"id", "image", "question"}, image paths relative to the file), one fresh conversation
-// each, answers to a JSONL file ({"id", "answer"}) written atomically at the end.
+// Evaluation-style answering: one image and one question per line of a JSONL file (image
+// paths relative to the file), answers to a JSONL file ({"id", "answer"}) written
+// atomically at the end.
 void run_questions(const ChatArgs& args) {
-  args.text.sampler.validate("--temperature/--top-k/--top-p");
+  const std::vector<eval::BenchmarkQuestion> questions = eval::read_vqa_questions(args.questions);
+  const std::filesystem::path base = std::filesystem::path(args.questions).parent_path();
+  std::vector<ImageQuestion> asked;
+  for (const eval::BenchmarkQuestion& q : questions) {
+    asked.push_back({(base / q.image).string(), q.text});
+  }
   const at::Device device = parse_device(args.device);
   InferenceModel loaded = load_inference_model(args.model, device, parse_dtype(args.dtype, device));
-  TextGenerator generator(loaded.model, loaded.tokenizer);
-  std::ifstream in(args.questions);
-  if (!in) throw IoError(describe(args.questions, "cannot open the questions file"));
-  const std::filesystem::path base = std::filesystem::path(args.questions).parent_path();
-  std::string out, line;
-  for (int64_t number = 1; std::getline(in, line); ++number) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = args.questions + ":" + std::to_string(number);
-    nlohmann::json q;
-    try {
-      q = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
-      throw FormatError(
-          describe(where, "a JSON object", "{\"id\", \"image\", \"question\"}", e.what()));
-    }
-    for (const char* key : {"id", "image", "question"}) {
-      if (!q.contains(key) || !q[key].is_string()) {
-        throw FormatError(describe(where, std::string("key '") + key + "'", "a string", "none"));
-      }
-    }
-    const auto image = base / q["image"].get<std::string>();
-    const at::Tensor codes = encode_media({io::read_image(image.string())}, "", *loaded.model);
-    const std::vector<int64_t> ids = loaded.tokenizer.encode_with_images(render_chat(
-        {{image_placeholder(args.wrap_images) + q["question"].get<std::string>(), ""}}));
-    at::Generator rng = make_generator(device, args.seed);
-    const TextAnswer a = generator.generate({ids}, codes, args.text, rng, {}).front();
-    out += nlohmann::json({{"id", q["id"]}, {"answer", a.text}})
+  AnsweringOptions options;
+  options.text = args.text;
+  options.batch = args.batch;
+  options.wrap_images = args.wrap_images;
+  options.seed = args.seed;
+  std::string out;
+  answer_image_questions(loaded, asked, options, [&](size_t i, const TextAnswer& a) {
+    out += nlohmann::json({{"id", questions[i].raw_id}, {"answer", a.text}})
                .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
            "\n";
-  }
+  });
   io::write_file_atomic(args.answers, out);
   std::printf("%s\n", nlohmann::json({{"answers", args.answers}}).dump().c_str());
 }
@@ -170,6 +152,8 @@ void add_chat_command(CLI::App& app) {
   chat->add_option("--questions", args->questions,
                    "JSONL of {\"id\", \"image\", \"question\"}: answer each (needs --answers)");
   chat->add_option("--answers", args->answers, "With --questions: JSONL of {\"id\", \"answer\"}");
+  chat->add_option("--batch", args->batch, "With --questions: questions answered together")
+      ->capture_default_str();
   chat->add_flag("--json", args->json, "Print one JSON object per answer instead of streaming");
   chat->add_flag("--wrap-images", args->wrap_images,
                  "Write each image as <im_start><image><im_end>, the form of single-image SFT "

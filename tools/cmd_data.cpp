@@ -19,7 +19,7 @@ void add_data_command(CLI::App& app) {
   synth->add_option("--seed", options->seed, "Random seed")->capture_default_str();
   synth
       ->add_option("--heldout-fraction", options->heldout_fraction,
-                   "Share of (colour, shape) combinations kept out of training")
+                   "Share of (colour, shape, position) combinations kept out of training")
       ->capture_default_str();
   synth->add_option("--render-eval", options->render_eval,
                     "Also write ground-truth pictures of eval_prompts.jsonl here as <id>.png");

@@ -4,7 +4,6 @@
 // pairs.
 #include <torch/torch.h>
 
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -14,11 +13,11 @@
 #include "vilau/core/error.h"
 #include "vilau/eval/shape_checker.h"
 #include "vilau/eval/synthetic_world.h"
+#include "vilau/eval/tower_eval.h"
 #include "vilau/infer/outputs.h"
 #include "vilau/infer/runtime.h"
 #include "vilau/io/atomic_file.h"
 #include "vilau/io/image.h"
-#include "vilau/vision/preprocess.h"
 
 namespace vilau::cli {
 
@@ -34,28 +33,6 @@ struct DemoArgs {
   std::string run, model;
   bool check = false;
 };
-
-// Mean PSNR of the tower's encode -> decode round trip over the held-out pictures.
-double reconstruction_psnr(VilaUImpl& model, const std::vector<std::string>& images) {
-  torch::NoGradGuard no_grad;
-  const int64_t size = model.config().vision_tower.vision.image_size;
-  double sum = 0;
-  int64_t finite = 0;
-  for (const std::string& path : images) {
-    const at::Tensor rgb = io::read_image(path);
-    const at::Tensor pixels = preprocess_image(rgb, size).unsqueeze(0);
-    const at::Tensor codes = model.encode_images(pixels);
-    const at::Tensor decoded =
-        postprocess_image(model.vision_tower->decode_codes(codes).to(at::kFloat))[0];
-    const at::Tensor target = postprocess_image(pixels)[0];
-    const double db = eval::psnr(decoded, target);
-    if (std::isfinite(db)) {
-      sum += db;
-      ++finite;
-    }
-  }
-  return finite > 0 ? sum / static_cast<double>(finite) : INFINITY;
-}
 
 void write_report(const fs::path& run, const eval::World& world,
                   const std::vector<eval::EvalPrompt>& prompts, const nlohmann::json& metrics) {
@@ -103,7 +80,8 @@ void run_report(const DemoArgs& args) {
   for (const auto& q : questions) {
     if (seen.insert(q.image).second) images.push_back((data / q.image).string());
   }
-  const double db = reconstruction_psnr(*loaded.model, images);
+  const eval::ReconstructionResult reconstruction =
+      eval::evaluate_reconstruction(*loaded.model->vision_tower, images, 32);
 
   nlohmann::json metrics = {{"colour_accuracy", gen.colour_accuracy},
                             {"shape_accuracy", gen.shape_accuracy},
@@ -114,7 +92,8 @@ void run_report(const DemoArgs& args) {
                             {"vqa_accuracy", vqa.accuracy},
                             {"vqa_by_kind", vqa.by_kind},
                             {"vqa_questions", vqa.count},
-                            {"reconstruction_psnr_db", db},
+                            {"reconstruction_psnr_db", reconstruction.psnr_db},
+                            {"reconstruction_ssim", reconstruction.ssim},
                             {"reconstruction_pictures", images.size()}};
   const bool passed = gen.colour_accuracy >= kColourTarget && gen.shape_accuracy >= kShapeTarget &&
                       vqa.accuracy >= kVqaTarget;

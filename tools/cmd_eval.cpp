@@ -1,5 +1,5 @@
-// `vilau eval synth` and `vilau eval vqa`: the demo's deterministic metrics
-// (docs/demo-world.md).
+// `vilau eval synth`: the demo's deterministic metrics (docs/demo-world.md); the other
+// `vilau eval` subcommands live in cmd_eval_*.cpp.
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -44,32 +44,16 @@ void add_synth(CLI::App& eval) {
   });
 }
 
-void add_vqa(CLI::App& eval) {
-  CLI::App* cmd = eval.add_subcommand("vqa", "Score answers to eval_vqa.jsonl by exact match");
-  auto answers = std::make_shared<std::string>();
-  auto questions = std::make_shared<std::string>();
-  auto out = std::make_shared<std::string>();
-  cmd->add_option("--answers", *answers, "JSONL of {\"id\", \"answer\"}")->required();
-  cmd->add_option("--questions", *questions, "eval_vqa.jsonl")->required();
-  cmd->add_option("--out", *out, "Also write the metrics to this JSON file");
-  cmd->callback([answers, questions, out] {
-    const eval::VqaScore s =
-        eval::vqa_accuracy(eval::read_answers(*answers), eval::read_eval_questions(*questions));
-    report({{"vqa_accuracy", s.accuracy},
-            {"by_kind", s.by_kind},
-            {"count", s.count},
-            {"missing", s.missing}},
-           *out);
-  });
-}
-
 }  // namespace
 
 void add_eval_command(CLI::App& app) {
   CLI::App* eval = app.add_subcommand("eval", "Deterministic metrics for the synthetic world");
   eval->require_subcommand(1);
   add_synth(*eval);
-  add_vqa(*eval);
+  add_eval_vqa_command(*eval);
+  add_eval_fid_command(*eval);
+  add_eval_mjhq_command(*eval);
+  add_eval_tower_command(*eval);
 }
 
 }  // namespace vilau::cli

@@ -9,6 +9,7 @@
 
 #include "commands.h"
 #include "vilau/core/error.h"
+#include "vilau/infer/batch_generation.h"
 #include "vilau/infer/image_generation.h"
 #include "vilau/infer/outputs.h"
 #include "vilau/infer/prompt_file.h"
@@ -36,29 +37,6 @@ std::string numbered(const std::string& stem, int64_t k, int width) {
   return stem + digits;
 }
 
-// One sample (an image [S, S, 3] or frames [F, S, S, 3]) under `stem`: stem.png, or for a
-// video stem_frame_NN.png, stem_strip.png and stem.avi. Without `frames_too` batch
-// evaluation keeps only the strip, as stem.png, and the video.
-std::vector<std::string> write_sample(const fs::path& dir, const std::string& stem,
-                                      const at::Tensor& pixels, double fps, bool frames_too) {
-  std::vector<std::string> files;
-  const auto save = [&](const std::string& name, const at::Tensor& rgb) {
-    io::write_image((dir / name).string(), rgb);
-    files.push_back(name);
-  };
-  if (pixels.dim() == 3) {
-    save(stem + ".png", pixels);
-    return files;
-  }
-  for (int64_t f = 0; frames_too && f < pixels.size(0); ++f) {
-    save(numbered(stem + "_frame_", f, 2) + ".png", pixels[f]);
-  }
-  save(stem + (frames_too ? "_strip.png" : ".png"), image_grid(pixels, pixels.size(0)));
-  write_video((dir / (stem + ".avi")).string(), pixels, fps);
-  files.push_back(stem + ".avi");
-  return files;
-}
-
 void generate_one(const GenerateArgs& args, ImageGenerator& generator, const InferenceModel& loaded,
                   at::Device device, const ImageOptions& options) {
   const bool video = options.frames > 0;
@@ -83,62 +61,21 @@ void generate_one(const GenerateArgs& args, ImageGenerator& generator, const Inf
   std::printf("%s\n", nlohmann::json{{"out", args.out}, {"files", files}}.dump().c_str());
 }
 
-// Outputs of prompt `id`: id.png (and id.avi), or id_K.png for several samples per prompt.
-std::string sample_stem(const std::string& id, int64_t k, int64_t per_prompt) {
-  return per_prompt == 1 ? id : id + "_" + std::to_string(k);
-}
-
-bool sample_done(const fs::path& dir, const std::string& id, int64_t per_prompt, bool video) {
-  for (int64_t k = 0; k < per_prompt; ++k) {
-    const std::string stem = sample_stem(id, k, per_prompt);
-    if (!fs::exists(dir / (stem + ".png")) || (video && !fs::exists(dir / (stem + ".avi")))) {
-      return false;
-    }
-  }
-  return true;
-}
-
 void generate_file(const GenerateArgs& args, ImageGenerator& generator,
                    const InferenceModel& loaded, at::Device device, const ImageOptions& options) {
-  const bool video = options.frames > 0;
-  const std::vector<PromptEntry> entries = read_prompt_file(args.prompts);
+  PromptFileOptions file_options;
+  file_options.image = options;
+  file_options.batch = args.batch;
+  file_options.per_prompt = args.num_images;
+  file_options.seed = args.seed;
+  file_options.fps = args.fps;
   const Shard shard = shard_from_env();
-  std::vector<int64_t> todo;
-  int64_t skipped = 0;
-  for (const int64_t i : shard_indices(static_cast<int64_t>(entries.size()), shard)) {
-    if (sample_done(args.out, entries[i].id, args.num_images, video)) {
-      ++skipped;
-    } else {
-      todo.push_back(i);
-    }
-  }
-  const std::vector<int64_t> uncond = unconditional_prompt_ids(loaded.tokenizer, video);
-  fs::create_directories(args.out);
-  for (size_t start = 0; start < todo.size(); start += args.batch) {
-    const size_t end = std::min(todo.size(), start + args.batch);
-    std::vector<std::vector<int64_t>> cond;
-    for (size_t j = start; j < end; ++j) {
-      cond.insert(cond.end(), args.num_images,
-                  generation_prompt_ids(loaded.tokenizer, entries[todo[j]].prompt, video));
-    }
-    // Seeded by the first prompt's index, so a resumed run draws what an uninterrupted one
-    // would have drawn (exactly so with --batch 1).
-    at::Generator rng = make_generator(device, args.seed + todo[start]);
-    const at::Tensor pixels =
-        generator.decode(generator.generate_codes(cond, uncond, options, rng));
-    for (size_t j = start; j < end; ++j) {
-      for (int64_t k = 0; k < args.num_images; ++k) {
-        const auto row = static_cast<int64_t>(j - start) * args.num_images + k;
-        write_sample(args.out, sample_stem(entries[todo[j]].id, k, args.num_images), pixels[row],
-                     args.fps, false);
-      }
-    }
-    std::fprintf(stderr, "vilau generate: %zu/%zu prompts of rank %lld done\n", end, todo.size(),
-                 static_cast<long long>(shard.rank));
-  }
+  const PromptFileSummary summary =
+      generate_prompt_file(generator, loaded.tokenizer, device, read_prompt_file(args.prompts),
+                           args.out, file_options, shard);
   std::printf("%s\n", nlohmann::json{{"out", args.out},
-                                     {"generated", todo.size()},
-                                     {"skipped", skipped},
+                                     {"generated", summary.generated},
+                                     {"skipped", summary.skipped},
                                      {"rank", shard.rank},
                                      {"world_size", shard.world}}
                           .dump()

@@ -9,7 +9,6 @@
 #include "vilau/core/error.h"
 #include "vilau/infer/runtime.h"
 #include "vilau/io/image.h"
-#include "vilau/model/official_checkpoint.h"
 #include "vilau/vision/preprocess.h"
 #include "vilau/vision/vision_tower.h"
 
@@ -24,15 +23,8 @@ struct TowerRun {
 
 TowerRun load(const std::string& model, const std::string& image, const std::string& device_name) {
   const torch::Device device = parse_device(device_name);
-  const OfficialCheckpoint ckpt = OfficialCheckpoint::open(model);
-  TowerRun run{VisionTower(ckpt.config().vision_tower), {}};
-  const io::TensorStore& store = ckpt.store(Component::vision_tower);
-  run.tower->load([&store](const std::string& name) {
-    return store.contains(name) ? store.tensor(name) : at::Tensor();
-  });
-  run.tower->eval();
-  run.tower->to(device);
-  const int64_t size = ckpt.config().vision_tower.vision.image_size;
+  TowerRun run{load_vision_tower(model, device), {}};
+  const int64_t size = run.tower->config().vision.image_size;
   run.pixels = preprocess_image(io::read_image(image), size).unsqueeze(0).to(device);
   return run;
 }

@@ -8,11 +8,19 @@
 namespace vilau::eval {
 
 std::vector<nlohmann::json> read_jsonl(const std::string& path, const std::string& what) {
+  std::vector<nlohmann::json> rows;
+  for (JsonlRow& row : read_jsonl_rows(path, what)) {
+    rows.push_back(std::move(row.value));
+  }
+  return rows;
+}
+
+std::vector<JsonlRow> read_jsonl_rows(const std::string& path, const std::string& what) {
   std::ifstream in(path);
   if (!in) {
     throw IoError(describe(path, "cannot open", what, "no such file"));
   }
-  std::vector<nlohmann::json> rows;
+  std::vector<JsonlRow> rows;
   std::string line;
   for (size_t number = 1; std::getline(in, line); ++number) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) {
@@ -28,7 +36,7 @@ std::vector<nlohmann::json> read_jsonl(const std::string& path, const std::strin
     if (!row.is_object()) {
       throw FormatError(describe(where, "line", "a JSON object", row.type_name()));
     }
-    rows.push_back(std::move(row));
+    rows.push_back({number, std::move(row)});
   }
   return rows;
 }

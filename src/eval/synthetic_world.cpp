@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <random>
 
 #include "vilau/core/error.h"
@@ -22,35 +23,40 @@ namespace vilau::eval {
 namespace {
 
 constexpr const char* kHeldoutRule =
-    "the first round(heldout_fraction * colours * shapes) (colour c, shape (c + d) mod shapes) "
-    "for d = 0, 1, ... and c = 0, 1, ..., at most colours * (shapes - 1)";
+    "the first round(heldout_fraction * colours * shapes * positions) of (colour k mod colours, "
+    "shape (colour + k div colours) mod shapes, position k mod positions) for k = 0, 1, ..., at "
+    "most colours * shapes";
 
 // mt19937_64 is specified bit for bit, unlike the standard distributions, so the files are
 // the same on every standard library.
 int pick(std::mt19937_64& rng, int n) { return static_cast<int>(rng() % static_cast<uint64_t>(n)); }
 
-Scene random_scene(const World& world, std::pair<int, int> combo, bool several,
-                   std::mt19937_64& rng) {
+// One shape at a random one of `positions`, or (several) two or more small ones among them;
+// `required`, when set, is always among the positions.
+Scene random_scene(const World& world, int colour, int shape, std::vector<int> positions,
+                   bool several, int required, std::mt19937_64& rng) {
   Scene scene;
-  scene.colour = combo.first;
-  scene.shape = combo.second;
+  scene.colour = colour;
+  scene.shape = shape;
   scene.size = pick(rng, static_cast<int>(world.sizes.size()));
-  scene.positions = {pick(rng, static_cast<int>(world.positions.size()))};
-  if (several) {
+  scene.positions = {positions[pick(rng, static_cast<int>(positions.size()))]};
+  if (required >= 0) {
+    scene.positions = {required};
+  }
+  const int max_count = static_cast<int>(std::min(world.counts.size(), positions.size()));
+  if (several && max_count >= 2) {
     // Only small shapes fit side by side without touching.
     scene.size = 0;
-    std::vector<int> all(world.positions.size());
-    for (size_t i = 0; i < all.size(); ++i) {
-      all[i] = static_cast<int>(i);
+    const int count = 2 + pick(rng, max_count - 1);
+    for (size_t i = positions.size() - 1; i > 0; --i) {
+      std::swap(positions[i], positions[pick(rng, static_cast<int>(i) + 1)]);
     }
-    const int max_count = static_cast<int>(std::min(world.counts.size(), all.size()));
-    const int count = 2 + pick(rng, std::max(1, max_count - 1));
-    for (size_t i = all.size() - 1; i > 0; --i) {
-      std::swap(all[i], all[pick(rng, static_cast<int>(i) + 1)]);
+    if (required >= 0) {
+      std::swap(*std::find(positions.begin(), positions.end(), required), positions[0]);
     }
-    all.resize(std::min<size_t>(count, all.size()));
-    std::sort(all.begin(), all.end());
-    scene.positions = all;
+    positions.resize(count);
+    std::sort(positions.begin(), positions.end());
+    scene.positions = positions;
   }
   // Light greys with a faint tint: varied, yet far from every palette colour.
   const int grey = 195 + pick(rng, 41);
@@ -130,17 +136,29 @@ World World::standard(int image_size, uint64_t seed, double heldout_fraction) {
   world.counts = {"one", "two", "three"};
   const int colours = static_cast<int>(world.colours.size());
   const int shapes = static_cast<int>(world.shapes.size());
-  const int wanted = static_cast<int>(std::lround(heldout_fraction * colours * shapes));
-  const int n = std::clamp(wanted, 1, colours * (shapes - 1));
+  const int positions = static_cast<int>(world.positions.size());
+  const int wanted = static_cast<int>(std::lround(heldout_fraction * colours * shapes * positions));
+  const int n = std::clamp(wanted, 1, colours * shapes);
   for (int k = 0; k < n; ++k) {
     const int c = k % colours;
-    world.heldout.emplace_back(c, (c + k / colours) % shapes);
+    world.heldout.push_back({c, (c + k / colours) % shapes, k % positions});
   }
   return world;
 }
 
-bool World::is_heldout(int colour, int shape) const {
-  return std::find(heldout.begin(), heldout.end(), std::make_pair(colour, shape)) != heldout.end();
+bool World::is_heldout(int colour, int shape, int position) const {
+  return std::find(heldout.begin(), heldout.end(), Combination{colour, shape, position}) !=
+         heldout.end();
+}
+
+std::vector<int> World::training_positions(int colour, int shape) const {
+  std::vector<int> out;
+  for (int p = 0; p < static_cast<int>(positions.size()); ++p) {
+    if (!is_heldout(colour, shape, p)) {
+      out.push_back(p);
+    }
+  }
+  return out;
 }
 
 void World::save(const std::string& dir) const {
@@ -161,8 +179,10 @@ void World::save(const std::string& dir) const {
   j["counts"] = counts;
   j["heldout"]["rule"] = kHeldoutRule;
   j["heldout"]["combinations"] = json::array();
-  for (const auto& [c, s] : heldout) {
-    j["heldout"]["combinations"].push_back({{"colour", colours[c].name}, {"shape", shapes[s]}});
+  for (const Combination& h : heldout) {
+    j["heldout"]["combinations"].push_back({{"colour", colours[h.colour].name},
+                                            {"shape", shapes[h.shape]},
+                                            {"position", positions[h.position].name}});
   }
   io::write_file_atomic((fs::path(dir) / "world.json").string(), j.dump(2) + "\n");
 }
@@ -191,21 +211,25 @@ World World::load(const std::string& dir) {
       world.sizes.push_back({s.at("name").get<std::string>(), s.at("extent").get<double>()});
     }
     world.counts = j.at("counts").get<std::vector<std::string>>();
-    std::vector<std::string> colour_names;
+    std::vector<std::string> colour_names, position_names;
     for (const NamedColour& c : world.colours) {
       colour_names.push_back(c.name);
+    }
+    for (const NamedPosition& p : world.positions) {
+      position_names.push_back(p.name);
     }
     const auto index = [&path](const std::vector<std::string>& names, const std::string& name) {
       const auto it = std::find(names.begin(), names.end(), name);
       if (it == names.end()) {
         throw FormatError(describe(path, "held-out combination",
-                                   "a colour and a shape of the world", "'" + name + "'"));
+                                   "a colour, shape and position of the world", "'" + name + "'"));
       }
       return static_cast<int>(it - names.begin());
     };
     for (const json& h : j.at("heldout").at("combinations")) {
-      world.heldout.emplace_back(index(colour_names, h.at("colour").get<std::string>()),
-                                 index(world.shapes, h.at("shape").get<std::string>()));
+      world.heldout.push_back({index(colour_names, h.at("colour").get<std::string>()),
+                               index(world.shapes, h.at("shape").get<std::string>()),
+                               index(position_names, h.at("position").get<std::string>())});
     }
   } catch (const json::exception& e) {
     throw FormatError(
@@ -272,14 +296,6 @@ SyntheticWorldSummary write_synthetic_world(const SyntheticWorldOptions& options
   const World world = World::standard(options.size, options.seed, options.heldout_fraction);
   const fs::path out(options.out);
   fs::create_directories(out / "images");
-  std::vector<std::pair<int, int>> train_combos;
-  for (int c = 0; c < static_cast<int>(world.colours.size()); ++c) {
-    for (int s = 0; s < static_cast<int>(world.shapes.size()); ++s) {
-      if (!world.is_heldout(c, s)) {
-        train_combos.emplace_back(c, s);
-      }
-    }
-  }
   std::mt19937_64 rng(options.seed);
   SyntheticWorldSummary summary;
   // Every fourth picture shows several shapes, for the counting questions only: pictures
@@ -287,8 +303,10 @@ SyntheticWorldSummary write_synthetic_world(const SyntheticWorldOptions& options
   std::vector<json> captions, train_vqa;
   for (int i = 0; i < options.count; ++i) {
     const bool several = i % 4 == 3;
-    const auto combo = train_combos[pick(rng, static_cast<int>(train_combos.size()))];
-    const Scene scene = random_scene(world, combo, several, rng);
+    const int colour = pick(rng, static_cast<int>(world.colours.size()));
+    const int shape = pick(rng, static_cast<int>(world.shapes.size()));
+    const Scene scene = random_scene(world, colour, shape, world.training_positions(colour, shape),
+                                     several, -1, rng);
     const std::string image = numbered("images/train_%05d.png", i);
     io::write_image((out / image).string(), render_scene(world, scene));
     if (!several) {
@@ -305,10 +323,14 @@ SyntheticWorldSummary write_synthetic_world(const SyntheticWorldOptions& options
   summary.train_questions = static_cast<int>(train_vqa.size());
 
   const int heldout = static_cast<int>(world.heldout.size());
+  std::vector<int> all_positions(world.positions.size());
+  std::iota(all_positions.begin(), all_positions.end(), 0);
   const int eval_images = std::max(4 * heldout, options.count / 4);
   std::vector<json> eval_vqa;
   for (int i = 0; i < eval_images; ++i) {
-    const Scene scene = random_scene(world, world.heldout[i % heldout], i % 4 == 3, rng);
+    const Combination& h = world.heldout[i % heldout];
+    const Scene scene =
+        random_scene(world, h.colour, h.shape, all_positions, i % 4 == 3, h.position, rng);
     const std::string image = numbered("images/eval_%05d.png", i);
     io::write_image((out / image).string(), render_scene(world, scene));
     for (const auto& [kind, question, answer] : questions_for(world, scene)) {
@@ -323,27 +345,24 @@ SyntheticWorldSummary write_synthetic_world(const SyntheticWorldOptions& options
   summary.eval_images = eval_images;
   summary.eval_questions = static_cast<int>(eval_vqa.size());
 
-  // Every held-out combination in every size and position, in words seen in training.
+  // Every held-out combination in every size, in words seen in training.
   std::vector<json> prompts;
   if (!options.render_eval.empty()) {
     fs::create_directories(options.render_eval);
   }
-  for (const auto& combo : world.heldout) {
+  for (const Combination& h : world.heldout) {
     for (int size = 0; size < static_cast<int>(world.sizes.size()); ++size) {
-      for (int position = 0; position < static_cast<int>(world.positions.size()); ++position) {
-        Scene scene = random_scene(world, combo, false, rng);
-        scene.size = size;
-        scene.positions = {position};
-        const std::string id = numbered("p%03d", static_cast<int>(prompts.size()));
-        prompts.push_back({{"id", id},
-                           {"prompt", describe_scene(world, scene)},
-                           {"colour", world.colours[combo.first].name},
-                           {"shape", world.shapes[combo.second]},
-                           {"position", world.positions[position].name}});
-        if (!options.render_eval.empty()) {
-          io::write_image((fs::path(options.render_eval) / (id + ".png")).string(),
-                          render_scene(world, scene));
-        }
+      Scene scene = random_scene(world, h.colour, h.shape, all_positions, false, h.position, rng);
+      scene.size = size;
+      const std::string id = numbered("p%03d", static_cast<int>(prompts.size()));
+      prompts.push_back({{"id", id},
+                         {"prompt", describe_scene(world, scene)},
+                         {"colour", world.colours[h.colour].name},
+                         {"shape", world.shapes[h.shape]},
+                         {"position", world.positions[h.position].name}});
+      if (!options.render_eval.empty()) {
+        io::write_image((fs::path(options.render_eval) / (id + ".png")).string(),
+                        render_scene(world, scene));
       }
     }
   }

@@ -6,6 +6,9 @@
 #include <filesystem>
 
 #include "vilau/core/error.h"
+#include "vilau/dist/process_group.h"
+#include "vilau/io/tensor_store.h"
+#include "vilau/model/official_checkpoint.h"
 
 namespace vilau {
 
@@ -24,6 +27,16 @@ at::Device parse_device(const std::string& name) {
   }
   if (!device.is_cpu() && !device.is_cuda()) {
     throw ConfigError(describe("--device", "unsupported device", "cpu, cuda or cuda:N", name));
+  }
+  // One process per GPU under torchrun or srun: a plain "cuda" means this process's GPU.
+  if (device.is_cuda() && !device.has_index()) {
+    const int64_t local = read_dist_env().local_rank;
+    if (local >= torch::cuda::device_count()) {
+      throw DeviceError(describe("--device cuda", "LOCAL_RANK " + std::to_string(local),
+                                 "below the number of visible GPUs",
+                                 std::to_string(torch::cuda::device_count())));
+    }
+    device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(local));
   }
   return device;
 }
@@ -58,6 +71,18 @@ InferenceModel load_inference_model(const std::string& dir, at::Device device,
   // The tokenizer first: it is cheap and its errors are the more common ones.
   Tokenizer tokenizer = Tokenizer::load((std::filesystem::path(dir) / "llm").string());
   return {load_vila_u(dir, dtype, device), std::move(tokenizer)};
+}
+
+VisionTower load_vision_tower(const std::string& dir, at::Device device) {
+  const OfficialCheckpoint ckpt = OfficialCheckpoint::open(dir);
+  VisionTower tower(ckpt.config().vision_tower);
+  const io::TensorStore& store = ckpt.store(Component::vision_tower);
+  tower->load([&store](const std::string& name) {
+    return store.contains(name) ? store.tensor(name) : at::Tensor();
+  });
+  tower->eval();
+  tower->to(device);
+  return tower;
 }
 
 VilaU random_vila_u(const ModelConfig& config, at::Device device, at::ScalarType dtype,

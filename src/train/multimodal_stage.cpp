@@ -38,21 +38,6 @@ void check_data_fits(const data::DataConfig& data, const VilaUImpl& model) {
                std::to_string(data.tokens_per_image));
 }
 
-// Trainable parameters under "<module>.<name>"; everything else stops requiring grad.
-std::vector<std::pair<std::string, at::Tensor>> select_trainable(
-    VilaUImpl& model, const std::vector<std::string>& modules) {
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  for (const auto& child : model.named_children()) {
-    const bool trains = std::find(modules.begin(), modules.end(), child.key()) != modules.end();
-    for (const auto& p : child.value()->named_parameters()) {
-      at::Tensor param = p.value();
-      param.requires_grad_(trains);
-      if (trains) out.emplace_back(child.key() + "." + p.key(), param);
-    }
-  }
-  return out;
-}
-
 void load_weights(VilaUImpl& model, const TensorMap& weights) {
   model.load([&weights](const std::string& name) {
     const auto it = weights.find(name);

@@ -202,6 +202,20 @@ at::Device training_device(const TrainConfig& train, int64_t local_rank) {
              : at::Device(at::kCPU);
 }
 
+std::vector<std::pair<std::string, at::Tensor>> select_trainable(
+    VilaUImpl& model, const std::vector<std::string>& modules) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& child : model.named_children()) {
+    const bool trains = std::find(modules.begin(), modules.end(), child.key()) != modules.end();
+    for (const auto& p : child.value()->named_parameters()) {
+      at::Tensor param = p.value();
+      param.requires_grad_(trains);
+      if (trains) out.emplace_back(child.key() + "." + p.key(), param);
+    }
+  }
+  return out;
+}
+
 TrainSummary train(const Config& config, const std::string& config_yaml, const ProcessGroup& group,
                    const TrainOptions& options) {
   if (!config.train) {

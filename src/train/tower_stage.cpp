@@ -28,27 +28,6 @@ ModelConfig model_config(const Run& run) {
   return *run.config.model;
 }
 
-// Captions as SigLIP text ids: padded (or cut) to max_positions, as SigLIP always pads.
-at::Tensor caption_ids(const Tokenizer& tokenizer, const std::vector<std::string>& captions,
-                       const SiglipTextConfig& text) {
-  at::Tensor ids =
-      at::zeros({static_cast<int64_t>(captions.size()), text.max_positions}, at::kLong);
-  for (size_t i = 0; i < captions.size(); ++i) {
-    std::vector<int64_t> encoded = tokenizer.encode(captions[i], false);
-    encoded.resize(std::min<size_t>(encoded.size(), static_cast<size_t>(text.max_positions)));
-    for (size_t t = 0; t < encoded.size(); ++t) {
-      if (encoded[t] >= text.vocab_size) {
-        throw ConfigError(
-            describe("tower stage", "caption token id",
-                     "below the text tower's vocab_size " + std::to_string(text.vocab_size),
-                     std::to_string(encoded[t])));
-      }
-      ids[static_cast<int64_t>(i)][static_cast<int64_t>(t)] = encoded[t];
-    }
-  }
-  return ids;
-}
-
 std::vector<std::pair<std::string, at::Tensor>> prefixed(torch::nn::Module& module,
                                                          const std::string& prefix,
                                                          bool skip_codebooks) {
@@ -147,8 +126,8 @@ TrainSummary train_tower(Run& run, const TrainOptions& options) {
       const at::Tensor image_embeds = tower->vision->forward(pixels).pooled;
       const at::Tensor text_embeds =
           tower->text
-              ->forward(
-                  caption_ids(tokenizer, batch.captions, config.vision_tower.text).to(run.device))
+              ->forward(siglip_text_ids(tokenizer, batch.captions, config.vision_tower.text)
+                            .to(run.device))
               .pooled;
       terms.contrastive =
           lc.contrastive == "clip"

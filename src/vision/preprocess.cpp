@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "vilau/core/error.h"
 
@@ -12,8 +13,9 @@ namespace vilau {
 namespace {
 
 // Pillow's resampling (libImaging/Resample.c), reimplemented: Keys' cubic with a = -0.5,
-// support widened by the scale when shrinking, coefficients normalised then rounded to
-// 22-bit fixed point, and a uint8 image between the horizontal and the vertical pass.
+// support widened by the scale when shrinking, coefficients normalised in double. uint8
+// images round them to 22-bit fixed point and store a uint8 image between the horizontal
+// and the vertical pass; mode "F" images accumulate in double and store float32.
 constexpr int kPrecisionBits = 32 - 8 - 2;
 
 double bicubic(double x) {
@@ -28,34 +30,34 @@ double bicubic(double x) {
   return 0.0;
 }
 
-struct Coefficients {
+struct Window {
   int64_t ksize = 0;
   std::vector<int64_t> first, count;  // source window per output pixel
-  std::vector<int32_t> weights;       // [out, ksize], fixed point
+  std::vector<double> weights;        // [out, ksize], normalised
 };
 
-Coefficients coefficients(int64_t in_size, int64_t out_size) {
+Window window(int64_t in_size, int64_t out_size) {
   const double scale = static_cast<double>(in_size) / static_cast<double>(out_size);
   const double filter_scale = std::max(scale, 1.0);
+  // Pillow multiplies by the reciprocal; dividing differs in the last bit now and then.
+  const double inverse_scale = 1.0 / filter_scale;
   const double support = 2.0 * filter_scale;
-  Coefficients c;
+  Window c;
   c.ksize = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
-  c.weights.assign(out_size * c.ksize, 0);
-  std::vector<double> k(c.ksize);
+  c.weights.assign(out_size * c.ksize, 0.0);
   for (int64_t xx = 0; xx < out_size; ++xx) {
     const double center = (xx + 0.5) * scale;
     const int64_t xmin = std::max<int64_t>(0, static_cast<int64_t>(center - support + 0.5));
     const int64_t xmax =
         std::min<int64_t>(in_size, static_cast<int64_t>(center + support + 0.5)) - xmin;
+    double* k = &c.weights[xx * c.ksize];
     double total = 0.0;
     for (int64_t x = 0; x < xmax; ++x) {
-      k[x] = bicubic((x + xmin - center + 0.5) / filter_scale);
+      k[x] = bicubic((x + xmin - center + 0.5) * inverse_scale);
       total += k[x];
     }
-    for (int64_t x = 0; x < xmax; ++x) {
-      const double w = total != 0.0 ? k[x] / total : k[x];
-      c.weights[xx * c.ksize + x] = static_cast<int32_t>(w < 0 ? -0.5 + w * (1 << kPrecisionBits)
-                                                               : 0.5 + w * (1 << kPrecisionBits));
+    for (int64_t x = 0; x < xmax && total != 0.0; ++x) {
+      k[x] /= total;
     }
     c.first.push_back(xmin);
     c.count.push_back(xmax);
@@ -63,35 +65,75 @@ Coefficients coefficients(int64_t in_size, int64_t out_size) {
   return c;
 }
 
-uint8_t clip8(int64_t acc) {
-  return static_cast<uint8_t>(
-      std::clamp<int64_t>(acc >> kPrecisionBits, 0, 255));  // arithmetic shift: floor
-}
+// Pillow's ImagingResample{Horizontal,Vertical}_8bpc.
+struct Uint8Pass {
+  using Pixel = uint8_t;
+  using Weight = int32_t;
+  using Accumulator = int64_t;
+  static constexpr c10::ScalarType kType = c10::kByte;
+  static Weight weight(double w) {
+    return static_cast<int32_t>(w < 0 ? -0.5 + w * (1 << kPrecisionBits)
+                                      : 0.5 + w * (1 << kPrecisionBits));
+  }
+  static Accumulator start() { return Accumulator{1} << (kPrecisionBits - 1); }
+  static Pixel store(Accumulator acc) {
+    return static_cast<uint8_t>(
+        std::clamp<int64_t>(acc >> kPrecisionBits, 0, 255));  // arithmetic shift: floor
+  }
+};
 
-// One pass along `axis` (0: rows, 1: columns) of an [H, W, 3] uint8 image.
+// Pillow's ImagingResample{Horizontal,Vertical}_32bpc for IMAGING_TYPE_FLOAT32.
+struct FloatPass {
+  using Pixel = float;
+  using Weight = double;
+  using Accumulator = double;
+  static constexpr c10::ScalarType kType = c10::kFloat;
+  static Weight weight(double w) { return w; }
+  static Accumulator start() { return 0.0; }
+  static Pixel store(Accumulator acc) { return static_cast<float>(acc); }
+};
+
+// One pass along `axis` (0: rows, 1: columns) of an [H, W, C] image.
+template <class Pass>
 at::Tensor resample_axis(const at::Tensor& in, int64_t axis, int64_t out_size) {
-  const int64_t h = in.size(0), w = in.size(1), in_size = in.size(axis);
-  const Coefficients c = coefficients(in_size, out_size);
-  at::Tensor out =
-      torch::empty({axis == 0 ? out_size : h, axis == 1 ? out_size : w, 3}, torch::kUInt8);
-  const uint8_t* src = in.data_ptr<uint8_t>();
-  uint8_t* dst = out.data_ptr<uint8_t>();
+  const int64_t h = in.size(0), w = in.size(1), channels = in.size(2), in_size = in.size(axis);
+  const Window c = window(in_size, out_size);
+  std::vector<typename Pass::Weight> weights(c.weights.size());
+  std::transform(c.weights.begin(), c.weights.end(), weights.begin(), Pass::weight);
+  at::Tensor out = torch::empty({axis == 0 ? out_size : h, axis == 1 ? out_size : w, channels},
+                                torch::dtype(Pass::kType));
+  const auto* src = in.data_ptr<typename Pass::Pixel>();
+  auto* dst = out.data_ptr<typename Pass::Pixel>();
   const int64_t other = axis == 0 ? w : h;
   for (int64_t o = 0; o < other; ++o) {
     for (int64_t xx = 0; xx < out_size; ++xx) {
-      for (int64_t ch = 0; ch < 3; ++ch) {
-        int64_t acc = int64_t{1} << (kPrecisionBits - 1);
+      for (int64_t ch = 0; ch < channels; ++ch) {
+        typename Pass::Accumulator acc = Pass::start();
         for (int64_t x = 0; x < c.count[xx]; ++x) {
           const int64_t pos = c.first[xx] + x;
-          const int64_t index = axis == 0 ? (pos * w + o) * 3 + ch : (o * w + pos) * 3 + ch;
-          acc += static_cast<int64_t>(src[index]) * c.weights[xx * c.ksize + x];
+          const int64_t index =
+              axis == 0 ? (pos * w + o) * channels + ch : (o * w + pos) * channels + ch;
+          acc += static_cast<typename Pass::Accumulator>(src[index]) * weights[xx * c.ksize + x];
         }
-        const int64_t target = axis == 0 ? (xx * w + o) * 3 + ch : (o * out_size + xx) * 3 + ch;
-        dst[target] = clip8(acc);
+        const int64_t target =
+            axis == 0 ? (xx * w + o) * channels + ch : (o * out_size + xx) * channels + ch;
+        dst[target] = Pass::store(acc);
       }
     }
   }
   return out;
+}
+
+template <class Pass>
+at::Tensor resize(at::Tensor x, int64_t width, int64_t height) {
+  // Pillow resizes horizontally first, then vertically, each only when the size changes.
+  if (x.size(1) != width) {
+    x = resample_axis<Pass>(x, 1, width);
+  }
+  if (x.size(0) != height) {
+    x = resample_axis<Pass>(x, 0, height);
+  }
+  return x;
 }
 
 }  // namespace
@@ -102,15 +144,16 @@ at::Tensor pil_bicubic_resize(const at::Tensor& rgb, int64_t width, int64_t heig
         describe("pil_bicubic_resize", "input", "RGB uint8 [H, W, 3]",
                  std::string(c10::toString(rgb.scalar_type())) + " " + c10::str(rgb.sizes())));
   }
-  at::Tensor x = rgb.contiguous();
-  // Pillow resizes horizontally first, then vertically, each only when the size changes.
-  if (x.size(1) != width) {
-    x = resample_axis(x, 1, width);
+  return resize<Uint8Pass>(rgb.contiguous(), width, height);
+}
+
+at::Tensor pil_bicubic_resize_float(const at::Tensor& image, int64_t width, int64_t height) {
+  if (image.dim() != 3 || image.scalar_type() != torch::kFloat || !image.device().is_cpu()) {
+    throw ShapeError(
+        describe("pil_bicubic_resize_float", "input", "CPU float32 [H, W, C]",
+                 std::string(c10::toString(image.scalar_type())) + " " + c10::str(image.sizes())));
   }
-  if (x.size(0) != height) {
-    x = resample_axis(x, 0, height);
-  }
-  return x;
+  return resize<FloatPass>(image.contiguous(), width, height);
 }
 
 at::Tensor preprocess_image(const at::Tensor& rgb, int64_t size) {

@@ -7,6 +7,7 @@
 
 #include "vilau/core/error.h"
 #include "vilau/io/safetensors_header.h"
+#include "vilau/tokenizer/tokenizer.h"
 
 namespace vilau {
 
@@ -226,6 +227,25 @@ std::vector<at::Tensor> SiglipTextTransformerImpl::hidden_states(const at::Tenso
   std::vector<at::Tensor> states;
   encoder(embeddings(input_ids), config_.num_layers, &states);
   return states;
+}
+
+at::Tensor siglip_text_ids(const Tokenizer& tokenizer, const std::vector<std::string>& texts,
+                           const SiglipTextConfig& config) {
+  at::Tensor ids = at::zeros({static_cast<int64_t>(texts.size()), config.max_positions}, at::kLong);
+  for (size_t i = 0; i < texts.size(); ++i) {
+    std::vector<int64_t> encoded = tokenizer.encode(texts[i], false);
+    encoded.resize(std::min<size_t>(encoded.size(), static_cast<size_t>(config.max_positions)));
+    for (size_t t = 0; t < encoded.size(); ++t) {
+      if (encoded[t] >= config.vocab_size) {
+        throw ConfigError(
+            describe("SigLIP text tower", "token id of '" + texts[i] + "'",
+                     "below the text tower's vocab_size " + std::to_string(config.vocab_size),
+                     std::to_string(encoded[t])));
+      }
+      ids[static_cast<int64_t>(i)][static_cast<int64_t>(t)] = encoded[t];
+    }
+  }
+  return ids;
 }
 
 }  // namespace vilau

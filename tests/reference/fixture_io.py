@@ -17,7 +17,7 @@ def vila_u_commit(root):
 def save_safetensors(path, tensors, metadata):
     """Written by hand rather than with the safetensors package, whose metadata order varies
     between runs: sorted keys make the file byte-identical every time."""
-    dtypes = {torch.float32: "F32", torch.int64: "I64"}
+    dtypes = {torch.float32: "F32", torch.float64: "F64", torch.int64: "I64", torch.uint8: "U8"}
     header, blobs, offset = {"__metadata__": metadata}, [], 0
     for name in sorted(tensors):
         t = tensors[name].contiguous()

@@ -125,7 +125,7 @@ TEST_F(SynthWorldTest, SameSeedSameBytesOtherSeedOtherBytes) {
   write_synthetic_world(options_for(path("b"), 24, 7));
   write_synthetic_world(options_for(path("c"), 24, 8));
   const auto a = tree(path("a"));
-  EXPECT_EQ(a.size(), 24u + 12 + 5);  // training and eval pictures, 5 files
+  EXPECT_EQ(a.size(), 24u + 36 + 5);  // training and 4 eval pictures per held-out, 5 files
   EXPECT_EQ(a, tree(path("b")));
   const auto c = tree(path("c"));
   EXPECT_NE(a.at("train_captions.jsonl"), c.at("train_captions.jsonl"));
@@ -133,31 +133,44 @@ TEST_F(SynthWorldTest, SameSeedSameBytesOtherSeedOtherBytes) {
 }
 
 TEST_F(SynthWorldTest, HeldOutCombinationsOnlyInEvalFiles) {
-  const SyntheticWorldSummary summary = write_synthetic_world(options_for(path("w"), 200, 1));
+  const SyntheticWorldSummary summary = write_synthetic_world(options_for(path("w"), 400, 1));
   const World world = World::load(path("w"));
-  ASSERT_EQ(world.heldout.size(), 3u);  // round(0.2 * 5 colours * 3 shapes)
+  ASSERT_EQ(world.heldout.size(), 9u);  // round(0.2 * 5 colours * 3 shapes * 3 positions)
   EXPECT_EQ(world.seed, 1u);
   EXPECT_EQ(world.heldout, World::standard(64, 1, 0.2).heldout);
   EXPECT_EQ(world.colours[3].rgb, (std::array<int, 3>{230, 200, 40}));
+  std::set<std::pair<int, int>> heldout_pairs;
+  for (const Combination& h : world.heldout) {
+    EXPECT_TRUE(heldout_pairs.emplace(h.colour, h.shape).second) << "one position per pair";
+  }
   const fs::path root = path("w");
+  const auto position_index = [&world](const std::string& word) {
+    for (size_t i = 0; i < world.positions.size(); ++i) {
+      if (world.positions[i].name == word) {
+        return static_cast<int>(i);
+      }
+    }
+    return -1;
+  };
 
-  std::set<std::pair<int, int>> train_combos;
+  // Captions and single-shape questions name all three attributes.
+  std::set<Combination> train_combos;
   const auto captions = read_jsonl((root / "train_captions.jsonl").string(), "captions");
   EXPECT_EQ(static_cast<int>(captions.size()), summary.train_captions);
   for (const auto& row : captions) {
     ASSERT_TRUE(fs::is_regular_file(root / row.at("image").get<std::string>()));
     std::istringstream words(row.at("caption").get<std::string>());
-    int colour = -1, shape = -1;
+    Combination c{-1, -1, -1};
     for (std::string word; words >> word;) {
-      colour = std::max(colour, colour_index(world, word));
-      shape = std::max(shape, index_of(world.shapes, word));
+      c.colour = std::max(c.colour, colour_index(world, word));
+      c.shape = std::max(c.shape, index_of(world.shapes, word));
+      c.position = std::max(c.position, position_index(word));
     }
-    ASSERT_GE(colour, 0) << row.dump();
-    ASSERT_GE(shape, 0) << row.dump();
-    train_combos.emplace(colour, shape);
+    ASSERT_TRUE(c.colour >= 0 && c.shape >= 0 && c.position >= 0) << row.dump();
+    train_combos.insert(c);
   }
-  // Colour and shape answers about one picture, in LLaVA form.
-  std::map<std::string, std::pair<int, int>> vqa_combos;
+  std::map<std::string, Combination> vqa_combos;
+  std::map<std::string, std::string> counts;
   const auto vqa = read_jsonl((root / "train_vqa.jsonl").string(), "vqa");
   EXPECT_EQ(static_cast<int>(vqa.size()), summary.train_questions);
   for (const auto& row : vqa) {
@@ -169,46 +182,73 @@ TEST_F(SynthWorldTest, HeldOutCombinationsOnlyInEvalFiles) {
     EXPECT_EQ(turns[0].at("value").get<std::string>().rfind("<image>\n", 0), 0u);
     EXPECT_EQ(turns[1].at("from"), "gpt");
     const std::string answer = turns[1].at("value").get<std::string>();
-    auto& combo = vqa_combos.try_emplace(image, -1, -1).first->second;
-    if (colour_index(world, answer) >= 0) {
-      combo.first = colour_index(world, answer);
-    }
-    if (index_of(world.shapes, answer) >= 0) {
-      combo.second = index_of(world.shapes, answer);
+    const std::string question = turns[0].at("value").get<std::string>();
+    Combination& c = vqa_combos.try_emplace(image, Combination{-1, -1, -1}).first->second;
+    if (question.find("colour") != std::string::npos) {
+      c.colour = colour_index(world, answer);
+    } else if (question.find("shape are") != std::string::npos ||
+               question.find("shape is") != std::string::npos) {
+      c.shape = index_of(world.shapes, answer);
+    } else if (question.find("Where") != std::string::npos) {
+      c.position = position_index(answer);
+    } else {
+      counts[image] = answer;
     }
   }
   EXPECT_EQ(static_cast<int>(vqa_combos.size()), summary.train_images);
-  for (const auto& [image, combo] : vqa_combos) {
-    train_combos.insert(combo);
+  std::set<std::pair<int, int>> train_pairs;
+  int several = 0;
+  for (const auto& [image, c] : vqa_combos) {
+    ASSERT_TRUE(c.colour >= 0 && c.shape >= 0) << image;
+    train_pairs.emplace(c.colour, c.shape);
+    if (c.position >= 0) {
+      train_combos.insert(c);
+      EXPECT_EQ(counts.at(image), "one");
+    } else {
+      ++several;
+      // A pair with a held-out position has only two positions left to fill.
+      if (heldout_pairs.count({c.colour, c.shape})) {
+        EXPECT_EQ(counts.at(image), "two") << image;
+      }
+    }
   }
-  for (const auto& [colour, shape] : train_combos) {
-    EXPECT_FALSE(world.is_heldout(colour, shape)) << colour << " " << shape;
+  EXPECT_EQ(several, 100);  // every fourth picture
+  for (const Combination& c : train_combos) {
+    EXPECT_FALSE(world.is_heldout(c.colour, c.shape, c.position))
+        << c.colour << " " << c.shape << " " << c.position;
   }
-  EXPECT_EQ(train_combos.size(), 12u);  // every other combination is trained on
+  EXPECT_EQ(train_pairs.size(), 15u);   // every (colour, shape) pair is trained on
+  EXPECT_EQ(train_combos.size(), 36u);  // and every other single-shape combination
 
-  std::set<std::pair<int, int>> eval_combos;
-  std::map<std::string, std::pair<int, int>> eval_images;
+  std::set<Combination> eval_combos;
+  std::map<std::string, Combination> eval_images;
   std::set<std::string> kinds;
   for (const EvalQuestion& q : read_eval_questions((root / "eval_vqa.jsonl").string())) {
     ASSERT_TRUE(fs::is_regular_file(root / q.image));
     kinds.insert(q.kind);
-    auto& combo = eval_images.try_emplace(q.image, -1, -1).first->second;
+    Combination& c = eval_images.try_emplace(q.image, Combination{-1, -1, -1}).first->second;
     if (q.kind == "colour") {
-      combo.first = colour_index(world, q.answer);
+      c.colour = colour_index(world, q.answer);
     } else if (q.kind == "shape") {
-      combo.second = index_of(world.shapes, q.answer);
+      c.shape = index_of(world.shapes, q.answer);
+    } else if (q.kind == "position") {
+      c.position = position_index(q.answer);
     }
   }
   EXPECT_EQ(kinds, (std::set<std::string>{"colour", "count", "position", "shape"}));
-  for (const auto& [image, combo] : eval_images) {
-    EXPECT_TRUE(world.is_heldout(combo.first, combo.second)) << image;
-    eval_combos.insert(combo);
+  for (const auto& [image, c] : eval_images) {
+    EXPECT_TRUE(heldout_pairs.count({c.colour, c.shape})) << image;
+    if (c.position >= 0) {
+      EXPECT_TRUE(world.is_heldout(c.colour, c.shape, c.position)) << image;
+      eval_combos.insert(c);
+    }
   }
-  const std::set<std::pair<int, int>> heldout(world.heldout.begin(), world.heldout.end());
+  const std::set<Combination> heldout(world.heldout.begin(), world.heldout.end());
   EXPECT_EQ(eval_combos, heldout);
-  std::set<std::pair<int, int>> prompt_combos;
+  std::set<Combination> prompt_combos;
   for (const EvalPrompt& p : read_eval_prompts((root / "eval_prompts.jsonl").string())) {
-    prompt_combos.emplace(colour_index(world, p.colour), index_of(world.shapes, p.shape));
+    prompt_combos.insert({colour_index(world, p.colour), index_of(world.shapes, p.shape),
+                          position_index(p.position)});
     EXPECT_THAT(p.prompt, HasSubstr(p.colour + " " + p.shape));
   }
   EXPECT_EQ(prompt_combos, heldout);

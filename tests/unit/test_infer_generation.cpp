@@ -105,12 +105,14 @@ TEST_F(InferGeneration, ImageStepsNeverRunLmHead) {
 TEST_F(InferGeneration, VideosHaveFramesAndDecodeToImages) {
   ImageOptions options;
   options.frames = 3;
+  options.profile = true;
   ImageGenerator generator(model_);
   at::Generator rng = make_generator(at::kCPU, 2);
   const at::Tensor c = generator.generate_codes({{1, 40, kViStart}, {1, 41, 42, kViStart}},
                                                 {1, kViStart}, options, rng);
   EXPECT_EQ(c.sizes(), at::IntArrayRef({2, 3, 4, 4, 2}));
   EXPECT_GT(generator.times().depth, 0.0);
+  EXPECT_GT(generator.times().llm, 0.0);
   // Prefill of 4 rows x 4 positions, then 3 frames x 16 positions less the last, 4 rows.
   EXPECT_EQ(generator.times().llm_tokens, 4 * 4 + (3 * 16 - 1) * 4);
   const at::Tensor pixels = generator.decode(c, 4);

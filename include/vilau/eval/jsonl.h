@@ -10,6 +10,13 @@ namespace vilau::eval {
 // not a JSON object. `what` says what the file should be.
 std::vector<nlohmann::json> read_jsonl(const std::string& path, const std::string& what);
 
+struct JsonlRow {
+  size_t line = 0;  // 1-based, blank lines counted, so messages can name `path:line`
+  nlohmann::json value;
+};
+// As read_jsonl, keeping each object's line number.
+std::vector<JsonlRow> read_jsonl_rows(const std::string& path, const std::string& what);
+
 // Writes `rows`, one compact object per line, atomically.
 void write_jsonl(const std::string& path, const std::vector<nlohmann::json>& rows);
 

@@ -1,13 +1,14 @@
 #pragma once
 // The demo's synthetic world: 64x64 pictures of one filled shape in a named colour, position
-// and size on a light grey background, with captions, questions and held-out (colour, shape)
-// combinations for evaluation. Everything is procedural and deterministic from a seed, so
+// and size on a light grey background, with captions, questions and held-out (colour, shape,
+// position) combinations for evaluation. Everything is procedural and deterministic from a seed, so
 // the demo needs no downloads and a checker can read the pictures back from pixels alone.
 #include <ATen/core/Tensor.h>
 
 #include <array>
 #include <cstdint>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -21,6 +22,16 @@ struct NamedColour {
 struct NamedPosition {
   std::string name;
   double x;  // the shape's centre, as a fraction of the width
+};
+
+struct Combination {
+  int colour = 0, shape = 0, position = 0;
+  bool operator==(const Combination& o) const {
+    return colour == o.colour && shape == o.shape && position == o.position;
+  }
+  bool operator<(const Combination& o) const {
+    return std::tie(colour, shape, position) < std::tie(o.colour, o.shape, o.position);
+  }
 };
 
 struct NamedSize {
@@ -38,18 +49,23 @@ struct World {
   std::vector<NamedPosition> positions;
   std::vector<NamedSize> sizes;
   std::vector<std::string> counts;  // number words; counts[n - 1] names n shapes
-  // (colour, shape) indices that appear only in the eval files.
-  std::vector<std::pair<int, int>> heldout;
+  // (colour, shape, position) indices that no training picture shows.
+  std::vector<Combination> heldout;
 
-  // The standard palette and vocabulary. The held-out combinations are the first
-  // round(fraction * colours * shapes) of the diagonal order (c, (c + d) mod shapes) for
-  // d = 0, 1, ..., capped so that every colour and every shape keeps training combinations.
+  // The standard palette and vocabulary. Held out: the first round(fraction * colours *
+  // shapes * positions) combinations k = 0, 1, ... with colour k mod colours, shape
+  // (colour + k div colours) mod shapes and position k mod positions, at most one position
+  // per (colour, shape) pair. So every pair, and every colour and shape at every position,
+  // keeps training pictures: the model is asked to compose attributes it has seen, not to
+  // draw a pair it never saw.
   static World standard(int image_size, uint64_t seed, double heldout_fraction);
   // Reads `dir`/world.json; IoError naming `dir` when it is not a folder.
   static World load(const std::string& dir);
   void save(const std::string& dir) const;
 
-  bool is_heldout(int colour, int shape) const;
+  bool is_heldout(int colour, int shape, int position) const;
+  // The positions a training picture of (colour, shape) may use.
+  std::vector<int> training_positions(int colour, int shape) const;
 };
 
 // One picture: `positions.size()` equal shapes (several only for counting questions).

@@ -38,6 +38,8 @@ struct ImageOptions {
   // false recompute every step from scratch; only to check the caches against.
   bool llm_cache = true;
   bool depth_cache = true;
+  // Fill ImageGenerator::times() (waits for the device after every step; benchmarks only).
+  bool profile = false;
   void validate() const;
 };
 

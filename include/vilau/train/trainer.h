@@ -2,11 +2,13 @@
 // `vilau train`: one entry point for every stage. The run folder (train.output_dir) holds
 // config.yaml (the resolved config), metrics.jsonl, checkpoints/ and, at the end, export/
 // in the official folder format. A run that finds a checkpoint there resumes from it.
+#include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "vilau/config.h"
@@ -32,6 +34,13 @@ struct TrainSummary {
 
 // train.device resolved: "auto" is GPU LOCAL_RANK when CUDA is available, else the CPU;
 // explicit names as `--device` takes them (DeviceError for CUDA without a GPU).
+class VilaUImpl;
+
+// The parameters of the top-level `modules` ("llm", "mm_projector", ...) as
+// "<module>.<name>", which start requiring grad; every other parameter stops.
+std::vector<std::pair<std::string, at::Tensor>> select_trainable(
+    VilaUImpl& model, const std::vector<std::string>& modules);
+
 at::Device training_device(const TrainConfig& train, int64_t local_rank);
 
 // `config` needs a train section and a data section, and a model section unless

@@ -10,6 +10,11 @@ namespace vilau {
 // official pipeline applies before CLIPImageProcessor.
 at::Tensor pil_bicubic_resize(const at::Tensor& rgb, int64_t width, int64_t height);
 
+// The same filter on a CPU float32 [H, W, C] image, without rounding: what Pillow does to a
+// mode "F" image (double accumulation, float32 between and after the passes), applied to
+// every channel. clean-fid resizes this way before FID.
+at::Tensor pil_bicubic_resize_float(const at::Tensor& image, int64_t width, int64_t height);
+
 // RGB uint8 [H, W, 3] -> float [3, S, S] in [-1, 1]: pil_bicubic_resize to S x S, then
 // (x / 255 - 0.5) / 0.5. The aspect ratio is not kept, as in the official "resize" mode.
 at::Tensor preprocess_image(const at::Tensor& rgb, int64_t size);

@@ -20,6 +20,8 @@
 
 namespace vilau {
 
+class Tokenizer;
+
 // Bidirectional multi-head self-attention (HF SiglipAttention).
 class SiglipAttentionImpl : public torch::nn::Module {
  public:
@@ -172,5 +174,11 @@ class SiglipTextTransformerImpl : public torch::nn::Module {
   SiglipTextConfig config_;
 };
 TORCH_MODULE(SiglipTextTransformer);
+
+// Texts as text-tower ids [N, max_positions]: no BOS, cut or padded with id 0 to
+// max_positions, as SigLIP always pads. ConfigError for an id outside the tower's vocabulary
+// (a tokenizer that does not belong to the tower).
+at::Tensor siglip_text_ids(const Tokenizer& tokenizer, const std::vector<std::string>& texts,
+                           const SiglipTextConfig& config);
 
 }  // namespace vilau

@@ -1,0 +1,100 @@
+#include "bench_common.h"
+
+#include <torch/cuda.h>
+#include <torch/torch.h>
+
+#include <array>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+namespace vilau::cli {
+
+namespace {
+
+std::string run_capture(const std::string& command) {
+  std::string out;
+  std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(command.c_str(), "r"), ::pclose);
+  if (!pipe) return out;
+  std::array<char, 4096> buffer{};
+  size_t n = 0;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), pipe.get())) > 0) {
+    out.append(buffer.data(), n);
+  }
+  return out;
+}
+
+std::string quoted(const std::string& arg) {
+  std::string out = "'";
+  for (char c : arg) {
+    out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  }
+  return out + "'";
+}
+
+}  // namespace
+
+double device_now(at::Device device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double memory_bandwidth(at::Device device) {
+  // Far larger than any cache, so the copy streams from memory.
+  const int64_t elements = device.is_cuda() ? (int64_t{1} << 29) : (int64_t{1} << 26);
+  const at::Tensor src = torch::ones({elements}, torch::dtype(torch::kBFloat16).device(device));
+  at::Tensor dst = torch::empty_like(src);
+  dst.copy_(src);
+  double best = 1e30;
+  for (int i = 0; i < 5; ++i) {
+    const double start = device_now(device);
+    dst.copy_(src);
+    best = std::min(best, device_now(device) - start);
+  }
+  return 2.0 * static_cast<double>(src.nbytes()) / best;
+}
+
+std::optional<double> bf16_peak_flops(at::Device device) {
+  if (!device.is_cuda()) return std::nullopt;
+  const std::string name =
+      run_capture("nvidia-smi --query-gpu=name --format=csv,noheader -i " +
+                  std::to_string(device.has_index() ? device.index() : 0) + " 2>/dev/null");
+  // Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets.
+  const std::pair<const char*, double> table[] = {
+      {"H200", 989e12}, {"H100 PCIe", 756e12}, {"H100", 989e12}, {"A100", 312e12},
+      {"L40S", 362e12}, {"A10", 125e12},       {"4090", 165e12}};
+  for (const auto& [key, flops] : table) {
+    if (name.find(key) != std::string::npos) return flops;
+  }
+  return std::nullopt;
+}
+
+double parameter_bytes(torch::nn::Module& module, const std::vector<std::string>& prefixes) {
+  double bytes = 0;
+  for (const auto& p : module.named_parameters()) {
+    for (const std::string& prefix : prefixes) {
+      if (p.key().rfind(prefix, 0) == 0) {
+        bytes += static_cast<double>(p.value().nbytes());
+        break;
+      }
+    }
+  }
+  return bytes;
+}
+
+nlohmann::json run_eager_baseline(const std::string& python, const std::vector<std::string>& args) {
+  std::string command = quoted(python) + " " + quoted(VILAU_EAGER_BENCH);
+  for (const std::string& a : args) command += " " + quoted(a);
+  const std::string out = run_capture(command);
+  // The script prints one JSON object on stdout; its logs go to stderr.
+  const size_t begin = out.find('{'), end = out.rfind('}');
+  if (begin != std::string::npos && end != std::string::npos && end > begin) {
+    try {
+      return nlohmann::json::parse(out.substr(begin, end - begin + 1));
+    } catch (const nlohmann::json::exception&) {
+    }
+  }
+  return {{"error", "the eager baseline printed no JSON"}, {"command", command}};
+}
+
+}  // namespace vilau::cli

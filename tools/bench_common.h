@@ -1,0 +1,33 @@
+#pragma once
+// What the speed benchmarks share: device timing, the memory-bandwidth floor, the bf16 peak
+// for MFU, and the eager PyTorch baseline run in the same command
+// (tests/reference/bench/eager_vila_u.py).
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace vilau::cli {
+
+// Seconds on a steady clock after waiting for the device's queued work.
+double device_now(at::Device device);
+
+// Sustained copy bandwidth of the device's memory in bytes/s (best of several large copies;
+// read plus write bytes), the denominator of the weight-streaming floor.
+double memory_bandwidth(at::Device device);
+
+// Dense bf16 peak in FLOP/s of the GPU `device` by its name (nvidia-smi), or nullopt when
+// unknown (the CPU, or a GPU missing from the table; --peak-tflops then sets it).
+std::optional<double> bf16_peak_flops(at::Device device);
+
+// Bytes of the parameters whose names start with one of `prefixes`.
+double parameter_bytes(torch::nn::Module& module, const std::vector<std::string>& prefixes);
+
+// Runs the eager baseline with `args` under `python` and returns its JSON, or an object with
+// "error" when it fails (a missing interpreter must not lose the C++ numbers).
+nlohmann::json run_eager_baseline(const std::string& python, const std::vector<std::string>& args);
+
+}  // namespace vilau::cli
