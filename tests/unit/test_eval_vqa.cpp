@@ -1,5 +1,5 @@
-// The VQA benchmark scorers and their files (docs/evaluation.md, VQA benchmarks). Every expected value
-// is worked out by hand in the comments from the official rules, not taken from the code.
+// The VQA benchmark scorers and their files (docs/evaluation.md, VQA benchmarks). Every expected
+// value is worked out by hand in the comments from the official rules, not taken from the code.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
