@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <memory>
 
+#include "vilau/core/error.h"
+
 namespace vilau::cli {
 
 namespace {
@@ -33,6 +35,30 @@ std::string quoted(const std::string& arg) {
 }
 
 }  // namespace
+
+void add_bench_model_options(CLI::App* cmd, BenchModel& args) {
+  CLI::Option* model = cmd->add_option("--model", args.model, "A VILA-U checkpoint folder");
+  CLI::Option* preset =
+      cmd->add_option("--preset", args.preset, "Or a randomly initialised preset (tiny, 7b-256)");
+  model->excludes(preset);
+  cmd->add_option("--device", args.device, "cpu, cuda or cuda:N")->capture_default_str();
+  cmd->add_option("--dtype", args.dtype, "auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
+      ->capture_default_str();
+  cmd->add_option("--eager", args.eager,
+                  "Also time the eager PyTorch baseline with this python (presets only)");
+}
+
+void check_bench_model(const BenchModel& args, const std::string& command) {
+  if (args.model.empty() && args.preset.empty()) {
+    throw ConfigError(describe(command, "no model", "--model DIR or --preset NAME"));
+  }
+  if (!args.eager.empty() && args.preset.empty()) {
+    throw ConfigError(describe("--eager", "baseline",
+                               "--preset (the baseline builds the same config with random "
+                               "weights)",
+                               "--model"));
+  }
+}
 
 double device_now(at::Device device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());

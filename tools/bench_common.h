@@ -5,12 +5,23 @@
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace vilau::cli {
+
+// What every model benchmark takes: a checkpoint or a preset, the device and dtype, and the
+// python to run the eager baseline with.
+struct BenchModel {
+  std::string model, preset, device = "cpu", dtype = "auto", eager;
+};
+void add_bench_model_options(CLI::App* cmd, BenchModel& args);
+// ConfigError naming `command` unless one of --model / --preset is given, and --eager comes
+// with --preset (the baseline builds the same config with random weights).
+void check_bench_model(const BenchModel& args, const std::string& command);
 
 // Seconds on a steady clock after waiting for the device's queued work.
 double device_now(at::Device device);

@@ -18,8 +18,8 @@ namespace vilau::cli {
 
 namespace {
 
-struct DecodeArgs {
-  std::string model, preset, device = "cpu", dtype = "auto", batches = "1,16", eager;
+struct DecodeArgs : BenchModel {
+  std::string batches = "1,16";
   int64_t prompt_length = 48, new_tokens = 128, repeat = 1;
 };
 
@@ -148,10 +148,7 @@ void add_bench_decode_command(CLI::App& bench) {
   auto args = std::make_shared<DecodeArgs>();
   CLI::App* cmd = bench.add_subcommand(
       "decode", "Understanding decode: tokens/s per batch size and the weight-streaming floor");
-  CLI::Option* model = cmd->add_option("--model", args->model, "A VILA-U checkpoint folder");
-  CLI::Option* preset =
-      cmd->add_option("--preset", args->preset, "Or a randomly initialised preset (tiny, 7b-256)");
-  model->excludes(preset);
+  add_bench_model_options(cmd, *args);
   cmd->add_option("--batch", args->batches, "Comma-separated batch sizes")->capture_default_str();
   cmd->add_option("--prompt-length", args->prompt_length, "Prompt tokens (one is the image)")
       ->capture_default_str();
@@ -159,21 +156,8 @@ void add_bench_decode_command(CLI::App& bench) {
       ->capture_default_str();
   cmd->add_option("--repeat", args->repeat, "Timed runs after one warm-up; the best is reported")
       ->capture_default_str();
-  cmd->add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();
-  cmd->add_option("--dtype", args->dtype, "auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
-      ->capture_default_str();
-  cmd->add_option("--eager", args->eager,
-                  "Also time the eager PyTorch baseline with this python (presets only)");
-  cmd->callback([args, model, preset] {
-    if (model->count() == 0 && preset->count() == 0) {
-      throw ConfigError(describe("vilau bench decode", "no model", "--model DIR or --preset NAME"));
-    }
-    if (!args->eager.empty() && args->preset.empty()) {
-      throw ConfigError(describe("--eager", "baseline",
-                                 "--preset (the baseline builds the "
-                                 "same config with random weights)",
-                                 "--model"));
-    }
+  cmd->callback([args] {
+    check_bench_model(*args, "vilau bench decode");
     bench_decode(*args);
   });
 }

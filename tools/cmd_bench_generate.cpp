@@ -13,8 +13,8 @@ namespace vilau::cli {
 
 namespace {
 
-struct BenchArgs {
-  std::string model, preset, device = "cpu", dtype = "auto", layout = "halves", eager;
+struct BenchArgs : BenchModel {
+  std::string layout = "halves";
   int64_t batch = 1, repeat = 1;
   ImageOptions image;
 };
@@ -112,30 +112,13 @@ void add_bench_generate_command(CLI::App& bench) {
   auto args = std::make_shared<BenchArgs>();
   CLI::App* cmd = bench.add_subcommand(
       "generate", "Text-to-image speed: images/s, LLM tokens/s and the share of each part");
-  CLI::Option* model = cmd->add_option("--model", args->model, "A VILA-U checkpoint folder");
-  CLI::Option* preset =
-      cmd->add_option("--preset", args->preset, "Or a randomly initialised preset (tiny, 7b-256)");
-  model->excludes(preset);
+  add_bench_model_options(cmd, *args);
   cmd->add_option("--batch", args->batch, "Images generated together")->capture_default_str();
   cmd->add_option("--repeat", args->repeat, "Timed runs after one warm-up")->capture_default_str();
   cmd->add_option("--cfg", args->image.cfg_scale, "Guidance scale")->capture_default_str();
   cmd->add_option("--cfg-layout", args->layout, "halves or interleaved")->capture_default_str();
-  cmd->add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();
-  cmd->add_option("--dtype", args->dtype, "auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32")
-      ->capture_default_str();
-  cmd->add_option("--eager", args->eager,
-                  "Also time the eager PyTorch baseline with this python (presets only)");
-  cmd->callback([args, model, preset] {
-    if (model->count() == 0 && preset->count() == 0) {
-      throw ConfigError(
-          describe("vilau bench generate", "no model", "--model DIR or --preset NAME"));
-    }
-    if (!args->eager.empty() && args->preset.empty()) {
-      throw ConfigError(describe("--eager", "baseline",
-                                 "--preset (the baseline builds the same config with random "
-                                 "weights)",
-                                 "--model"));
-    }
+  cmd->callback([args] {
+    check_bench_model(*args, "vilau bench generate");
     bench_generate(*args);
   });
 }

@@ -10,7 +10,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 if [ "${VILAU_DEMO_QUICK:-0}" = 1 ]; then
   count=48 tower_steps=10 unified_steps=10 check=()
 else
-  count=3000 tower_steps=1200 unified_steps=2500 check=(--check)
+  count=3000 tower_steps=2400 unified_steps=2200 check=(--check)
 fi
 start=$SECONDS
 log() { printf '[vilau] %s\n' "$*" >&2; }
@@ -44,12 +44,12 @@ step 4 "training the unified model on text-to-image and VQA"
 "$vilau" train --config configs/demo/unified.yaml \
   --set "train.output_dir=$run/unified" --set "train.init=$run/tower/export" \
   --set "train.max_steps=$unified_steps" \
-  --set "data.datasets=[\"path=$run/data/train_captions.jsonl, format=captions, task=t2i, weight=4\", \"path=$run/data/train_vqa.jsonl, format=llava, task=understanding\"]"
+  --set "data.datasets=[\"path=$run/data/train_captions.jsonl, format=captions, task=t2i, weight=4, uncond=0.1\", \"path=$run/data/train_vqa.jsonl, format=llava, task=understanding\"]"
 
 model="$run/unified/export"
-step 5 "drawing the held-out prompts with CFG 3"
+step 5 "drawing the held-out prompts with CFG 1.5"
 "$vilau" generate --model "$model" --prompts "$run/data/eval_prompts.jsonl" \
-  --out "$run/generated" --cfg 3 --top-k 1 --seed 0 --batch 8
+  --out "$run/generated" --cfg 1.5 --top-k 1 --seed 0 --batch 8
 
 step 6 "answering the held-out questions"
 "$vilau" chat --model "$model" --questions "$run/data/eval_vqa.jsonl" \

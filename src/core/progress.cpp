@@ -44,7 +44,17 @@ double ProgressBar::rate() const {
 
 void ProgressBar::update(int64_t done, const std::string& status) {
   done_ = done;
+  draw(false, status);
+}
+
+void ProgressBar::draw(bool force, const std::string& status) {
   if (!enabled_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (!tty_ && !force && done_ != total_ && now - last_line_ < std::chrono::seconds(2)) return;
+  // finish() right after the last update repeats it only to add a status.
+  if (!tty_ && done_ == printed_ && (!force || status.empty())) return;
+  last_line_ = now;
+  printed_ = done_;
   const double r = rate();
   const double eta = r > 0 ? static_cast<double>(total_ - done_) / r : NAN;
   const double fraction = total_ > 0 ? static_cast<double>(done_) / static_cast<double>(total_) : 0;
@@ -61,7 +71,7 @@ void ProgressBar::update(int64_t done, const std::string& status) {
 }
 
 void ProgressBar::finish(const std::string& status) {
-  update(done_, status);
+  draw(true, status);
   if (enabled_ && tty_) std::fprintf(stderr, "\n");
 }
 

@@ -70,10 +70,12 @@ DatasetSpec parse_dataset(const std::string& text, const std::string& key,
     }
     const size_t eq = pair.find('=');
     const std::string name = trim(pair.substr(0, eq));
-    static const char* known[] = {"path", "format", "task", "weight", "frames", "resize", "flip"};
+    static const char* known[] = {"path",   "format", "task", "weight",
+                                  "frames", "resize", "flip", "uncond"};
     if (eq == std::string::npos ||
         std::find(std::begin(known), std::end(known), name) == std::end(known)) {
-      fail(key, "key=value pairs with keys path, format, task, weight, frames, resize, flip",
+      fail(key,
+           "key=value pairs with keys path, format, task, weight, frames, resize, flip, uncond",
            "'" + pair + "'");
     }
     values[name] = trim(pair.substr(eq + 1));
@@ -118,6 +120,15 @@ DatasetSpec parse_dataset(const std::string& text, const std::string& key,
       fail(key + ".flip", "true or false", "'" + values["flip"] + "'");
     }
     spec.flip = values["flip"] == "true";
+  }
+  if (values.count("uncond")) {
+    spec.uncond = parse_number(values["uncond"], key + ".uncond");
+    if (!(spec.uncond >= 0 && spec.uncond <= 1)) {
+      fail(key + ".uncond", "a fraction in [0, 1]", values["uncond"]);
+    }
+    if (spec.uncond > 0 && spec.task != Task::t2i && spec.task != Task::t2v) {
+      fail(key + ".uncond", "uncond only with task=t2i or t2v", std::string(task_name(spec.task)));
+    }
   }
   // A flipped image no longer matches captions that say "left" or "right", and generated
   // images must match their prompt, so only the tower's reconstruction data may flip.

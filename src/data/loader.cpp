@@ -177,8 +177,12 @@ struct DataLoader::Impl {
     return pixels;
   }
 
-  TrainingSample tokenize(const Dataset& d, const SampleEntry& e) const {
+  TrainingSample tokenize(const Dataset& d, const SampleEntry& e, bool unconditional) const {
     const bool video = !e.video.empty();
+    if (unconditional) {
+      return make_unconditional_generation_sample(tokenizer,
+                                                  d.spec.task == Task::t2v ? d.spec.frames : 0);
+    }
     switch (d.spec.task) {
       case Task::understanding: {
         const auto images = static_cast<int64_t>(e.images.size()) + (e.shard_offset >= 0 ? 1 : 0);
@@ -204,7 +208,11 @@ struct DataLoader::Impl {
       ProcessedSample s;
       s.id = entry.where;
       s.caption = entry.caption;
-      TrainingSample tokens = tokenize(d, entry);
+      // Drawn from the sample's place in the epoch, so a resumed run drops the same ones.
+      const double draw =
+          static_cast<double>(splitmix64(mix(config.seed, e, ref.global) ^ 0x756e636fULL) >> 11) *
+          0x1.0p-53;
+      TrainingSample tokens = tokenize(d, entry, draw < d.spec.uncond);
       s.input_ids = std::move(tokens.input_ids);
       s.labels = std::move(tokens.labels);
       const auto placeholders =

@@ -120,6 +120,23 @@ TrainingSample make_generation_sample(const Tokenizer& tokenizer, const std::str
   return make_training_sample(tokenizer, {{text, answer}});
 }
 
+TrainingSample make_unconditional_generation_sample(const Tokenizer& tokenizer,
+                                                    int64_t video_frames) {
+  const std::string start = video_frames > 0 ? "<vi_start>" : "<im_start>";
+  const std::string answer = video_frames > 0 ? start + repeat("<image>", video_frames) + "<vi_end>"
+                                              : start + "<image><im_end>";
+  // The empty user turn renders as "USER:ASSISTANT: ", which the round splitting of
+  // make_training_sample does not recognise, so the labels are set here.
+  TrainingSample sample;
+  sample.input_ids = tokenizer.encode_with_images(render_chat({{"", answer}}));
+  const int64_t start_id = tokenizer.encode(start, false).back();
+  const auto first = std::find(sample.input_ids.begin(), sample.input_ids.end(), start_id);
+  sample.labels.assign(sample.input_ids.size(), kIgnoreIndex);
+  std::copy(first, sample.input_ids.end(),
+            sample.labels.begin() + (first - sample.input_ids.begin()));
+  return sample;
+}
+
 std::vector<bool> generation_targets(const TrainingSample& sample, int64_t im_start_id) {
   const auto& ids = sample.input_ids;
   const auto n = static_cast<int64_t>(ids.size());

@@ -71,6 +71,12 @@ TEST(DataConfig, RejectsBadDatasetsNamingTheEntry) {
   c.datasets = {"path=a.jsonl, format=captions, task=t2i, flip=true"};
   EXPECT_THAT(error_of<ConfigError>([&] { c.validate("data"); }),
               HasSubstr("flip=true only with task=tower"));
+  c.datasets = {"path=a.jsonl, format=llava, task=understanding, uncond=0.1"};
+  EXPECT_THAT(error_of<ConfigError>([&] { c.validate("data"); }),
+              HasSubstr("uncond only with task=t2i or t2v"));
+  c.datasets = {"path=a.jsonl, format=captions, task=t2i, uncond=1.5"};
+  EXPECT_THAT(error_of<ConfigError>([&] { c.validate("data"); }),
+              AllOf(HasSubstr("data.datasets[0].uncond"), HasSubstr("a fraction in [0, 1]")));
   c.datasets = {"path=a.jsonl, task=t2i"};
   EXPECT_THAT(error_of<ConfigError>([&] { c.validate("data"); }), HasSubstr("'format=...'"));
   c.datasets = {"path=a.jsonl, format=captions, task=t2i, wieght=2"};

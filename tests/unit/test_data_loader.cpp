@@ -165,6 +165,32 @@ TEST_F(DataLoaderTest, GenerationSamplesForImagesVideosAndShards) {
       s->batch.images.equal(preprocess_image(square_crop(rgb).contiguous(), 8).unsqueeze(0)));
 }
 
+// uncond=F trains that share of generation samples on the unconditional prompt, the same
+// ones whatever the workers, so a resumed run drops the same samples.
+TEST_F(DataLoaderTest, CaptionDropoutUsesTheUnconditionalPrompt) {
+  const std::string a = captions("a", 40);
+  const at::Tensor uncond =
+      torch::tensor(make_unconditional_generation_sample(data_tokenizer()).input_ids);
+  const auto count_uncond = [&](int64_t workers) {
+    DataLoader loader(config({"path=" + a + ", format=captions, task=t2i, uncond=0.5"}, 1, workers),
+                      data_tokenizer());
+    int64_t n = 0;
+    for (int i = 0; i < 40; ++i) {
+      const auto b = loader.next();
+      const at::Tensor ids = b->batch.input_ids[0];
+      n += ids.size(0) == uncond.size(0) && ids.equal(uncond);
+    }
+    return n;
+  };
+  const int64_t dropped = count_uncond(0);
+  EXPECT_GT(dropped, 8);
+  EXPECT_LT(dropped, 32);
+  EXPECT_EQ(count_uncond(2), dropped);
+  DataLoader all(config({"path=" + a + ", format=captions, task=t2i, uncond=1"}, 1, 0),
+                 data_tokenizer());
+  EXPECT_TRUE(all.next()->batch.input_ids[0].equal(uncond));
+}
+
 TEST_F(DataLoaderTest, SameBatchesForAnyNumberOfWorkers) {
   const std::string a = captions("a", 10), b = captions("b", 5, 10);
   const std::vector<std::string> mixture = {

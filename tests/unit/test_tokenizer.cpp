@@ -177,6 +177,30 @@ TEST(Conversation, TrainingLabelsKeepOnlyAnswers) {
   EXPECT_THAT(t.decode(without_images(video.input_ids)), HasSubstr("USER: An image. ASSISTANT:"));
 }
 
+// Caption dropout trains exactly the prompt that CFG's unconditional rows run.
+TEST(Conversation, UnconditionalSampleStartsWithTheGuidancePrompt) {
+  const Tokenizer& t = tokenizer();
+  const TrainingSample image = make_unconditional_generation_sample(t);
+  const std::vector<int64_t> prompt = t.encode(text_to_image_unconditional_prompt());
+  ASSERT_GT(image.input_ids.size(), prompt.size());
+  EXPECT_EQ(std::vector<int64_t>(image.input_ids.begin(), image.input_ids.begin() + prompt.size()),
+            prompt);
+  EXPECT_EQ(std::vector<int64_t>(image.input_ids.begin() + prompt.size(), image.input_ids.end()),
+            (std::vector<int64_t>{kImageTokenIndex, t.token_id("<im_end>"), t.eos_id()}));
+  // Labelled from <im_start> on, so the image is a visual target.
+  for (size_t i = 0; i < image.labels.size(); ++i) {
+    EXPECT_EQ(image.labels[i], i + 1 >= prompt.size() ? image.input_ids[i] : kIgnoreIndex) << i;
+  }
+  EXPECT_EQ(generation_targets(image, t.token_id("<im_start>")), std::vector<bool>{true});
+  // The official rule takes a generated video from ids[-10:-3] being all frames.
+  const TrainingSample video = make_unconditional_generation_sample(t, 8);
+  const std::vector<int64_t> video_prompt = t.encode(text_to_video_prompt(""));
+  EXPECT_EQ(
+      std::vector<int64_t>(video.input_ids.begin(), video.input_ids.begin() + video_prompt.size()),
+      video_prompt);
+  EXPECT_EQ(generation_targets(video, t.token_id("<im_start>")), std::vector<bool>(8, true));
+}
+
 // SPEC §3.4: only generated images and videos are visual targets.
 TEST(Conversation, GenerationTargetsFollowTheOfficialRule) {
   const Tokenizer& t = tokenizer();

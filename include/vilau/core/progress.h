@@ -1,6 +1,7 @@
 #pragma once
-// Progress of long work: a one-line bar on stderr with rate and ETA (a plain line per update
-// when stderr is not a terminal, so that logs stay readable), and metrics as JSON lines.
+// Progress of long work: a one-line bar on stderr with rate and ETA (when stderr is not a
+// terminal, a plain line at most every few seconds and at the end, so that logs stay
+// readable), and metrics as JSON lines.
 #include <chrono>
 #include <cstdint>
 #include <fstream>
@@ -20,10 +21,12 @@ class ProgressBar {
   double rate() const;  // units per second since construction
 
  private:
+  void draw(bool force, const std::string& status);
+
   std::string label_, unit_;
-  int64_t total_, start_, done_;
+  int64_t total_, start_, done_, printed_ = -1;
   bool enabled_, tty_;
-  std::chrono::steady_clock::time_point begin_;
+  std::chrono::steady_clock::time_point begin_, last_line_;
 };
 
 // Appends one JSON object per line and flushes it, so a crash loses at most one line.

@@ -33,6 +33,9 @@ struct DatasetSpec {
   int64_t frames = 8;   // frames sampled from each video
   ResizeMode resize = ResizeMode::resize;
   bool flip = false;  // random horizontal flips (tower data only)
+  // Share of generation samples trained with the unconditional prompt instead of their
+  // caption, so that classifier-free guidance has a trained unconditional branch.
+  double uncond = 0.0;
 };
 
 struct DataConfig {

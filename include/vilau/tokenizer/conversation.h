@@ -52,6 +52,12 @@ TrainingSample make_training_sample(const Tokenizer& tokenizer, const std::vecto
 TrainingSample make_generation_sample(const Tokenizer& tokenizer, const std::string& caption,
                                       int64_t video_frames = 0);
 
+// The same answer after the unconditional prompt that classifier-free guidance runs
+// (text_to_image_unconditional_prompt: an empty user turn), labelled from <im_start> or
+// <vi_start> on.
+TrainingSample make_unconditional_generation_sample(const Tokenizer& tokenizer,
+                                                    int64_t video_frames = 0);
+
 // Which <image> placeholders of a sample are generation targets, in order: their codes
 // become visual labels, the others are ignored. The official rule (vila_u_arch.py,
 // mm_use_vi_start_end): the sequence has an image third from the end and <im_start> is in
