@@ -67,8 +67,9 @@ void print_totals(const std::vector<Row>& rows) {
 
 void inspect_official(const std::string& path, bool table) {
   const OfficialCheckpoint ckpt = OfficialCheckpoint::open(path);
-  std::printf("official VILA-U checkpoint %s\n\n%s\n", ckpt.root().c_str(),
-              to_yaml(Config{ckpt.config(), {}}).c_str());
+  Config shown;
+  shown.model = ckpt.config();
+  std::printf("official VILA-U checkpoint %s\n\n%s\n", ckpt.root().c_str(), to_yaml(shown).c_str());
   std::vector<Row> rows;
   for (const std::string& name : ckpt.names()) {
     rows.push_back({name, &ckpt.info(name)});
