@@ -47,7 +47,8 @@ void add_synth(CLI::App& eval) {
 }  // namespace
 
 void add_eval_command(CLI::App& app) {
-  CLI::App* eval = app.add_subcommand("eval", "Deterministic metrics for the synthetic world");
+  CLI::App* eval = app.add_subcommand(
+      "eval", "Evaluation: FID, MJHQ-30K, VQA benchmarks, tower metrics, the synthetic world");
   eval->require_subcommand(1);
   add_synth(*eval);
   add_eval_vqa_command(*eval);
