@@ -31,12 +31,6 @@ struct GenerateArgs {
   ImageOptions image;
 };
 
-std::string numbered(const std::string& stem, int64_t k, int width) {
-  char digits[32];
-  std::snprintf(digits, sizeof(digits), "%0*lld", width, static_cast<long long>(k));
-  return stem + digits;
-}
-
 void generate_one(const GenerateArgs& args, ImageGenerator& generator, const InferenceModel& loaded,
                   at::Device device, const ImageOptions& options) {
   const bool video = options.frames > 0;
@@ -49,7 +43,7 @@ void generate_one(const GenerateArgs& args, ImageGenerator& generator, const Inf
   std::vector<std::string> files;
   for (int64_t k = 0; k < args.num_images; ++k) {
     for (const std::string& f :
-         write_sample(args.out, numbered("sample_", k, 3), pixels[k], args.fps, true)) {
+         write_sample(args.out, numbered_stem("sample_", k, 3), pixels[k], args.fps, true)) {
       files.push_back(f);
     }
   }

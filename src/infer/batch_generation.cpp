@@ -15,12 +15,6 @@ namespace fs = std::filesystem;
 namespace vilau {
 namespace {
 
-std::string numbered(const std::string& stem, int64_t k, int width) {
-  char digits[32];
-  std::snprintf(digits, sizeof(digits), "%0*lld", width, static_cast<long long>(k));
-  return stem + digits;
-}
-
 std::string sample_stem(const std::string& id, int64_t k, int64_t per_prompt) {
   return per_prompt == 1 ? id : id + "_" + std::to_string(k);
 }
@@ -37,6 +31,12 @@ bool sample_done(const fs::path& dir, const std::string& id, int64_t per_prompt,
 
 }  // namespace
 
+std::string numbered_stem(const std::string& stem, int64_t k, int width) {
+  char digits[32];
+  std::snprintf(digits, sizeof(digits), "%0*lld", width, static_cast<long long>(k));
+  return stem + digits;
+}
+
 std::vector<std::string> write_sample(const std::string& dir, const std::string& stem,
                                       const at::Tensor& pixels, double fps, bool frames_too) {
   std::vector<std::string> files;
@@ -49,7 +49,7 @@ std::vector<std::string> write_sample(const std::string& dir, const std::string&
     return files;
   }
   for (int64_t f = 0; frames_too && f < pixels.size(0); ++f) {
-    save(numbered(stem + "_frame_", f, 2) + ".png", pixels[f]);
+    save(numbered_stem(stem + "_frame_", f, 2) + ".png", pixels[f]);
   }
   save(stem + (frames_too ? "_strip.png" : ".png"), image_grid(pixels, pixels.size(0)));
   write_video((fs::path(dir) / (stem + ".avi")).string(), pixels, fps);

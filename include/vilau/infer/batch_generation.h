@@ -15,6 +15,9 @@ namespace vilau {
 
 class Tokenizer;
 
+// stem + k zero-padded to `width` digits: "sample_007", "clip_frame_03".
+std::string numbered_stem(const std::string& stem, int64_t k, int width);
+
 // One sample (an image [S, S, 3] or frames [F, S, S, 3]) under `stem` in `dir`: stem.png,
 // or for a video stem_frame_NN.png, stem_strip.png and stem.avi. Without `frames_too` batch
 // evaluation keeps only the strip, as stem.png, and the video. Returns the file names.
