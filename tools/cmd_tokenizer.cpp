@@ -53,8 +53,13 @@ void add_tokenizer_command(CLI::App& app) {
       ->add_option("--vocab-size", *vocab,
                    "SentencePiece pieces; the four VILA-U tokens come after")
       ->capture_default_str();
-  train->callback([corpus, out, vocab] {
-    train_tokenizer(*corpus, *out, *vocab);
+  auto template_lines = std::make_shared<int64_t>(0);
+  train
+      ->add_option("--template-lines", *template_lines,
+                   "Also learn from this many copies of the chat template's system prompt")
+      ->capture_default_str();
+  train->callback([corpus, out, vocab, template_lines] {
+    train_tokenizer(*corpus, *out, *vocab, *template_lines);
     const Tokenizer t = Tokenizer::load(*out);
     std::printf("%s\n", nlohmann::json{{"tokenizer", *out},
                                        {"vocab_size", t.size()},

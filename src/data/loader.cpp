@@ -213,6 +213,14 @@ struct DataLoader::Impl {
           static_cast<double>(splitmix64(mix(config.seed, e, ref.global) ^ 0x756e636fULL) >> 11) *
           0x1.0p-53;
       TrainingSample tokens = tokenize(d, entry, draw < d.spec.uncond);
+      // A sample with every label masked teaches nothing; past max_bad_fraction of them the
+      // run stops instead of training on silence (a tokenizer whose pieces differ inside a
+      // conversation and on their own does this to every multi-turn sample).
+      if (!tokens.rounds_mismatch.empty()) {
+        throw FormatError(describe(entry.where, "conversation labels",
+                                   "rounds whose lengths add up to the tokenised conversation",
+                                   tokens.rounds_mismatch));
+      }
       s.input_ids = std::move(tokens.input_ids);
       s.labels = std::move(tokens.labels);
       const auto placeholders =

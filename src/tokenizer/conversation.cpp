@@ -1,7 +1,5 @@
 #include "vilau/tokenizer/conversation.h"
 
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 
 #include "vilau/tokenizer/tokenizer.h"
@@ -104,8 +102,8 @@ TrainingSample make_training_sample(const Tokenizer& tokenizer, const std::vecto
   }
   // The official code masks the whole sample when its rounds do not add up.
   if (cur != static_cast<int64_t>(sample.input_ids.size())) {
-    spdlog::warn("training sample ignored: rounds cover {} of {} tokens: {}", cur,
-                 sample.input_ids.size(), conversation);
+    sample.rounds_mismatch = "its rounds cover " + std::to_string(cur) + " of " +
+                             std::to_string(sample.input_ids.size()) + " tokens";
     std::fill(sample.labels.begin(), sample.labels.end(), kIgnoreIndex);
   }
   return sample;

@@ -8,21 +8,33 @@
 
 #include "vilau/core/error.h"
 #include "vilau/io/atomic_file.h"
+#include "vilau/tokenizer/conversation.h"
 #include "vilau/tokenizer/tokenizer.h"
 
 namespace fs = std::filesystem;
 
 namespace vilau {
 
-void train_tokenizer(const std::string& corpus, const std::string& out_dir, int64_t vocab_size) {
+void train_tokenizer(const std::string& corpus, const std::string& out_dir, int64_t vocab_size,
+                     int64_t template_lines) {
   if (!fs::is_regular_file(corpus)) {
     throw IoError(describe(corpus, "cannot read the training corpus",
                            "a text file, one sentence per line", "no such file"));
   }
   fs::create_directories(out_dir);
   const std::string prefix = (fs::path(out_dir) / "tokenizer").string();
+  std::string inputs = corpus;
+  const fs::path template_corpus = fs::path(out_dir) / "system_prompt_corpus.txt";
+  if (template_lines > 0) {
+    std::string lines;
+    for (int64_t i = 0; i < template_lines; ++i) {
+      lines += std::string(kSystemPrompt) + "\n";
+    }
+    io::write_file_atomic(template_corpus.string(), lines);
+    inputs += "," + template_corpus.string();
+  }
   const auto status = sentencepiece::SentencePieceTrainer::Train(
-      "--input=" + corpus + " --model_prefix=" + prefix +
+      "--input=" + inputs + " --model_prefix=" + prefix +
       " --vocab_size=" + std::to_string(vocab_size) +
       " --model_type=bpe --character_coverage=1.0 --byte_fallback=true --split_digits=true"
       " --normalization_rule_name=identity --remove_extra_whitespaces=false --add_dummy_prefix=true"
@@ -31,6 +43,7 @@ void train_tokenizer(const std::string& corpus, const std::string& out_dir, int6
   if (!status.ok()) {
     throw FormatError(describe(corpus, "SentencePiece training failed", {}, status.ToString()));
   }
+  fs::remove(template_corpus);
   fs::remove(prefix + ".vocab");  // HF folders carry only the model
 
   const nlohmann::json specials = {"<im_start>", "<im_end>", "<vi_start>", "<vi_end>"};

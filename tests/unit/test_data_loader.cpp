@@ -314,6 +314,27 @@ TEST_F(DataBadTest, SkipsAndCountsBadSamples) {
   EXPECT_EQ(s.to_json()["bad_by_reason"]["missing_file"], 1);
 }
 
+// A conversation whose rounds do not add up would train on no labels at all.
+TEST_F(DataBadTest, ConversationWhoseRoundsDoNotAddUpIsBad) {
+  testing::write_image(path("0.png"), testing::solid(9, 9, 0, 0, 0));
+  const std::string turn =
+      R"({"image": "0.png", "conversations": [{"from": "human", "value": "<image>\nWhat?"}, {"from": "gpt", "value": ANSWER}]})";
+  std::string lines;
+  for (const char* answer : {"\"red\"", "\"red</s>blue\""}) {
+    std::string line = turn;
+    lines += line.replace(line.find("ANSWER"), 6, answer) + "\n";
+  }
+  testing::write_text(path("vqa.jsonl"), lines);
+  DataConfig c = config({"path=" + path("vqa.jsonl") + ", format=llava, task=understanding"}, 2, 0);
+  c.max_bad_fraction = 0.5;
+  DataLoader loader(c, data_tokenizer());
+  EXPECT_EQ(all_ids(run(loader, 1)).size(), 1u);
+  const DataSummary s = loader.summary();
+  EXPECT_EQ(s.bad_by_reason, (std::map<std::string, int64_t>{{"bad_conversation", 1}}));
+  EXPECT_THAT(s.example_by_reason.at("bad_conversation"),
+              AllOf(HasSubstr("vqa.jsonl:2"), HasSubstr("rounds cover")));
+}
+
 TEST_F(DataBadTest, StopsWhenTooManyAreBad) {
   DataConfig c = config({mixed_manifest()}, 4, 2);
   c.max_bad_fraction = 0.2;

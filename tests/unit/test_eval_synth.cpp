@@ -153,48 +153,65 @@ TEST_F(SynthWorldTest, HeldOutCombinationsOnlyInEvalFiles) {
     return -1;
   };
 
-  // Captions and single-shape questions name all three attributes.
+  // Captions name all four attributes (size, colour, shape, position) or all but one.
   std::set<Combination> train_combos;
   const auto captions = read_jsonl((root / "train_captions.jsonl").string(), "captions");
   EXPECT_EQ(static_cast<int>(captions.size()), summary.train_captions);
+  int full = 0;
   for (const auto& row : captions) {
     ASSERT_TRUE(fs::is_regular_file(root / row.at("image").get<std::string>()));
     std::istringstream words(row.at("caption").get<std::string>());
     Combination c{-1, -1, -1};
+    bool size = false;
     for (std::string word; words >> word;) {
       c.colour = std::max(c.colour, colour_index(world, word));
       c.shape = std::max(c.shape, index_of(world.shapes, word));
       c.position = std::max(c.position, position_index(word));
+      size = size || word == world.sizes[0].name || word == world.sizes[1].name;
     }
-    ASSERT_TRUE(c.colour >= 0 && c.shape >= 0 && c.position >= 0) << row.dump();
-    train_combos.insert(c);
+    const int named = (c.colour >= 0) + (c.shape >= 0) + (c.position >= 0) + size;
+    EXPECT_GE(named, 3) << row.dump();
+    full += named == 4;
+    if (c.colour >= 0 && c.shape >= 0 && c.position >= 0) {
+      train_combos.insert(c);
+    }
   }
+  EXPECT_GT(full, summary.train_captions / 3);
+  EXPECT_LT(full, 2 * summary.train_captions / 3);
   std::map<std::string, Combination> vqa_combos;
   std::map<std::string, std::string> counts;
   const auto vqa = read_jsonl((root / "train_vqa.jsonl").string(), "vqa");
-  EXPECT_EQ(static_cast<int>(vqa.size()), summary.train_questions);
+  // One conversation per picture, the picture in its first question only.
+  EXPECT_EQ(static_cast<int>(vqa.size()), summary.train_images);
+  int questions = 0;
+  std::set<std::string> first_kinds;
   for (const auto& row : vqa) {
     const std::string image = row.at("image").get<std::string>();
     ASSERT_TRUE(fs::is_regular_file(root / image));
     const auto& turns = row.at("conversations");
-    ASSERT_EQ(turns.size(), 2u);
-    EXPECT_EQ(turns[0].at("from"), "human");
-    EXPECT_EQ(turns[0].at("value").get<std::string>().rfind("<image>\n", 0), 0u);
-    EXPECT_EQ(turns[1].at("from"), "gpt");
-    const std::string answer = turns[1].at("value").get<std::string>();
-    const std::string question = turns[0].at("value").get<std::string>();
+    ASSERT_TRUE(turns.size() == 6u || turns.size() == 8u) << row.dump();
+    first_kinds.insert(turns[0].at("value").get<std::string>());
     Combination& c = vqa_combos.try_emplace(image, Combination{-1, -1, -1}).first->second;
-    if (question.find("colour") != std::string::npos) {
-      c.colour = colour_index(world, answer);
-    } else if (question.find("shape are") != std::string::npos ||
-               question.find("shape is") != std::string::npos) {
-      c.shape = index_of(world.shapes, answer);
-    } else if (question.find("Where") != std::string::npos) {
-      c.position = position_index(answer);
-    } else {
-      counts[image] = answer;
+    for (size_t t = 0; t < turns.size(); t += 2, ++questions) {
+      EXPECT_EQ(turns[t].at("from"), "human");
+      const std::string question = turns[t].at("value").get<std::string>();
+      EXPECT_EQ(question.rfind("<image>\n", 0) == 0, t == 0) << row.dump();
+      EXPECT_EQ(turns[t + 1].at("from"), "gpt");
+      const std::string answer = turns[t + 1].at("value").get<std::string>();
+      if (question.find("colour") != std::string::npos) {
+        c.colour = colour_index(world, answer);
+      } else if (question.find("shape are") != std::string::npos ||
+                 question.find("shape is") != std::string::npos) {
+        c.shape = index_of(world.shapes, answer);
+      } else if (question.find("Where") != std::string::npos) {
+        c.position = position_index(answer);
+      } else {
+        counts[image] = answer;
+      }
     }
   }
+  EXPECT_EQ(questions, summary.train_questions);
+  EXPECT_GT(first_kinds.size(), 3u) << "the questions' order never changes";
   EXPECT_EQ(static_cast<int>(vqa_combos.size()), summary.train_images);
   std::set<std::pair<int, int>> train_pairs;
   int several = 0;
@@ -263,7 +280,7 @@ TEST_F(SynthWorldTest, TrainingFilesReadAsDatasets) {
   EXPECT_TRUE(t2i.bad.empty());
   data::DatasetSpec vqa{path("w/train_vqa.jsonl"), "llava", data::Task::understanding};
   const data::Manifest understanding = data::read_dataset(vqa);
-  EXPECT_EQ(static_cast<int>(understanding.samples.size()), summary.train_questions);
+  EXPECT_EQ(static_cast<int>(understanding.samples.size()), summary.train_images);
   EXPECT_TRUE(understanding.bad.empty());
   ASSERT_FALSE(understanding.samples.empty());
   EXPECT_TRUE(fs::is_regular_file(understanding.samples[0].images.at(0)));
@@ -288,6 +305,14 @@ TEST_F(SynthWorldTest, DescribesScenes) {
   scene.size = 0;
   scene.positions = {0, 2};
   EXPECT_EQ(describe_scene(world, scene), "two small blue squares");
+  EXPECT_EQ(describe_scene(world, scene, {true, true, false, true}), "two small blue shapes");
+  scene.positions = {2};
+  EXPECT_EQ(describe_scene(world, scene, {false, true, true, true}), "a blue square on the right");
+  EXPECT_EQ(describe_scene(world, scene, {true, false, true, true}), "a small square on the right");
+  EXPECT_EQ(describe_scene(world, scene, {true, true, false, true}),
+            "a small blue shape on the right");
+  EXPECT_EQ(describe_scene(world, scene, {true, true, true, false}), "a small blue square");
+  EXPECT_EQ(describe_scene(world, scene, {false, true, true, false}), "a blue square");
 }
 
 TEST_F(SynthWorldTest, CheckerToleratesNoiseAndBlur) {

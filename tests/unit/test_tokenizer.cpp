@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -272,6 +273,36 @@ TEST(TrainTokenizer, TrainsAFolderThatLoads) {
   EXPECT_EQ(t.token_id("<im_start>"), 400);
   const std::string text = "a small red cube, 42 of them 🙂";
   EXPECT_EQ(t.decode(t.encode(text), true), text);
+  fs::remove_all(dir);
+}
+
+// The system prompt opens every sample: learnt from template lines it takes a third of the
+// pieces, and multi-turn samples still mask their labels round by round.
+TEST(TrainTokenizer, SystemPromptLinesShortenSamplesAndKeepRounds) {
+  const fs::path dir = fs::temp_directory_path() / "vilau_train_tokenizer_template";
+  fs::remove_all(dir);
+  const std::string corpus = VILAU_SOURCE_DIR "/tests/reference/data/corpus.txt";
+  train_tokenizer(corpus, (dir / "plain").string(), 400);
+  train_tokenizer(corpus, (dir / "template").string(), 400, 1000);
+  EXPECT_FALSE(fs::exists(dir / "template" / "system_prompt_corpus.txt"));
+  const Tokenizer plain = Tokenizer::load((dir / "plain").string());
+  const Tokenizer learnt = Tokenizer::load((dir / "template").string());
+  const auto pieces = [](const Tokenizer& t) { return t.encode(kSystemPrompt, false).size(); };
+  EXPECT_LT(3 * pieces(learnt), 2 * pieces(plain)) << pieces(learnt) << " vs " << pieces(plain);
+  const TrainingSample sample = make_training_sample(
+      learnt, {{"<image>\nWhat colour is it?", "red"}, {"What shape is it?", "circle"}});
+  EXPECT_EQ(sample.rounds_mismatch, "");
+  EXPECT_EQ(std::count_if(sample.labels.begin(), sample.labels.end(),
+                          [](int64_t id) { return id != kIgnoreIndex; }),
+            static_cast<long>(learnt.encode("red", false).size() +
+                              learnt.encode("circle", false).size() + 2));  // and two </s>
+
+  // An answer holding the round separator splits into rounds that no longer add up: the
+  // sample says so (the loader then counts it as bad) instead of training on nothing.
+  const TrainingSample broken = make_training_sample(learnt, {{"<image>\nWhat?", "red</s>blue"}});
+  EXPECT_THAT(broken.rounds_mismatch, HasSubstr("rounds cover"));
+  EXPECT_TRUE(std::all_of(broken.labels.begin(), broken.labels.end(),
+                          [](int64_t id) { return id == kIgnoreIndex; }));
   fs::remove_all(dir);
 }
 

@@ -81,8 +81,16 @@ struct Scene {
 // Renders without anti-aliasing: a pixel is the shape's colour when its centre is inside.
 at::Tensor render_scene(const World& world, const Scene& scene);  // uint8 [S, S, 3]
 
-// "a large red circle on the left"; "two small blue squares" for several shapes.
-std::string describe_scene(const World& world, const Scene& scene);
+// The attributes a caption names. With every caption naming all four, a tiny model learns
+// each whole caption as one unit and cannot draw a combination it has not seen; captions
+// that lack words make each word carry its own meaning.
+struct CaptionWords {
+  bool size = true, colour = true, shape = true, position = true;
+};
+
+// "a large red circle on the left"; "two small blue squares" for several shapes. Without
+// the shape it says "shape"; the position of several shapes is never said.
+std::string describe_scene(const World& world, const Scene& scene, CaptionWords words = {});
 
 struct SyntheticWorldOptions {
   std::string out;

@@ -38,12 +38,14 @@ std::string text_to_video_prompt(const std::string& prompt);
 struct TrainingSample {
   std::vector<int64_t> input_ids;
   std::vector<int64_t> labels;
+  // Empty when the rounds add up to the sequence; otherwise why not (every label is masked).
+  std::string rounds_mismatch;
 };
 
 // Masks like the official preprocess_v1 (LLaVA's), length arithmetic included, so that
 // label positions match the official pipeline token for token. Each turn must have an
-// answer. When the rounds do not add up to the whole sequence, every label is ignored
-// (with a warning), as the official code does.
+// answer. When the rounds do not add up to the whole sequence, every label is ignored,
+// as the official code does, and rounds_mismatch says so.
 TrainingSample make_training_sample(const Tokenizer& tokenizer, const std::vector<Turn>& turns);
 
 // Text-to-image (video) training pairs: the caption as the user turn and

@@ -56,6 +56,11 @@ class Tokenizer {
 // `out_dir/tokenizer.model`, then adds the VILA-U tokens after the base vocabulary in
 // `out_dir/added_tokens.json`, `tokenizer_config.json` and `special_tokens_map.json`, so
 // that Tokenizer::load(out_dir) works and HF transformers reads the folder too.
-void train_tokenizer(const std::string& corpus, const std::string& out_dir, int64_t vocab_size);
+// template_lines > 0 adds that many copies of the chat template's system prompt to the
+// corpus: it opens every training sample, and a 512-piece vocabulary learned without it
+// spells it in 94 pieces instead of 31. The role words are left out: pieces learned for
+// "USER" would break the round lengths by which training samples mask their labels.
+void train_tokenizer(const std::string& corpus, const std::string& out_dir, int64_t vocab_size,
+                     int64_t template_lines = 0);
 
 }  // namespace vilau
