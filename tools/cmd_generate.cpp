@@ -119,6 +119,10 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--cfg-layout", args->layout,
                   "halves (official: conditional rows, then unconditional) or interleaved")
       ->capture_default_str();
+  cmd->add_option("--cfg-plausibility", args->image.cfg_plausibility,
+                  "Guidance picks only codes with a conditional probability of at least this "
+                  "times the most likely one's (0: official, every code)")
+      ->capture_default_str();
   cmd->add_option("--temperature", args->image.sampler.temperature, "0 is greedy")
       ->capture_default_str();
   cmd->add_option("--top-k", args->image.sampler.top_k, "0 disables")->capture_default_str();

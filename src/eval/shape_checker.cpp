@@ -58,7 +58,8 @@ ShapeReading read_shape(const at::Tensor& rgb, const World& world) {
   const int h = static_cast<int>(image.size(0)), w = static_cast<int>(image.size(1));
   const uint8_t* pixels = image.data_ptr<uint8_t>();
 
-  // The shapes never reach the outer two-pixel ring, and a median ignores the few that do.
+  // Only a large shape in a corner reaches the outer two-pixel ring, covering about a tenth
+  // of it, which the median ignores.
   std::array<std::vector<int>, 3> border;
   for (int y = 0; y < h; ++y) {
     for (int x = 0; x < w; ++x) {
@@ -134,6 +135,7 @@ ShapeReading read_shape(const at::Tensor& rgb, const World& world) {
   reading.aspect_ratio = static_cast<double>(box_w) / box_h;
   reading.top_fraction = upper / area;
   reading.centroid_x = centroids.at<double>(best, 0) / w;
+  reading.centroid_y = centroids.at<double>(best, 1) / h;
 
   // The median leaves out the blended edge pixels that a mean would average in.
   std::array<double, 3> colour{};
@@ -164,7 +166,7 @@ ShapeReading read_shape(const at::Tensor& rgb, const World& world) {
   }
   double best_position = std::numeric_limits<double>::infinity();
   for (const NamedPosition& position : world.positions) {
-    const double d = std::abs(reading.centroid_x - position.x);
+    const double d = std::hypot(reading.centroid_x - position.x, reading.centroid_y - position.y);
     if (d < best_position) {
       best_position = d;
       reading.position = position.name;
@@ -254,6 +256,24 @@ std::map<std::string, std::string> read_answers(const std::string& path) {
     answers[jsonl_string(rows[i], "id", where)] = jsonl_string(rows[i], "answer", where);
   }
   return answers;
+}
+
+std::vector<int> agreement(const std::vector<std::vector<std::string>>& answers,
+                           const std::vector<std::string>& expected) {
+  std::vector<int> out;
+  for (size_t k = 0; k < answers.size(); ++k) {
+    if (answers[k].size() != expected.size()) {
+      throw ShapeError(describe("self-verification", "answers of candidate " + std::to_string(k),
+                                std::to_string(expected.size()),
+                                std::to_string(answers[k].size())));
+    }
+    int matches = 0;
+    for (size_t q = 0; q < expected.size(); ++q) {
+      matches += normalize_answer(answers[k][q]) == normalize_answer(expected[q]);
+    }
+    out.push_back(matches);
+  }
+  return out;
 }
 
 double psnr(const at::Tensor& a, const at::Tensor& b) {

@@ -4,6 +4,8 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cmath>
+#include <limits>
 
 #include "vilau/core/error.h"
 #include "vilau/infer/batching.h"
@@ -41,7 +43,8 @@ CfgLayout parse_cfg_layout(const std::string& name) {
   throw ConfigError(describe("--cfg-layout", "unknown layout", "halves or interleaved", name));
 }
 
-at::Tensor combine_cfg(const at::Tensor& logits, double scale, CfgLayout layout) {
+at::Tensor combine_cfg(const at::Tensor& logits, double scale, CfgLayout layout,
+                       double plausibility) {
   if (logits.dim() != 2 || logits.size(0) % 2 != 0) {
     throw ShapeError(
         describe("classifier-free guidance", "logits", "[2N, K]", c10::str(logits.sizes())));
@@ -52,12 +55,22 @@ at::Tensor combine_cfg(const at::Tensor& logits, double scale, CfgLayout layout)
   if (scale == 1.0) return cond;  // exactly the conditional logits, no rounding
   const at::Tensor uncond =
       layout == CfgLayout::halves ? logits.narrow(0, n, n) : logits.slice(0, 1, 2 * n, 2);
-  const at::Tensor u = uncond.to(at::kFloat);
-  return u + scale * (cond.to(at::kFloat) - u);
+  const at::Tensor c = cond.to(at::kFloat), u = uncond.to(at::kFloat);
+  at::Tensor guided = u + scale * (c - u);
+  if (plausibility > 0.0) {
+    // p_k < a * max p  <=>  logit_k < max logit + log a: no softmax needed.
+    const at::Tensor floor = std::get<0>(c.max(1, true)) + std::log(plausibility);
+    guided = guided.masked_fill(c < floor, -std::numeric_limits<float>::infinity());
+  }
+  return guided;
 }
 
 void ImageOptions::validate() const {
   sampler.validate("image sampler");
+  if (!(cfg_plausibility >= 0.0 && cfg_plausibility < 1.0)) {
+    throw ConfigError(describe("--cfg-plausibility", "invalid plausibility cut",
+                               "a value in [0, 1) (0: off)", std::to_string(cfg_plausibility)));
+  }
   if (!(cfg_scale >= 0.0)) {
     throw ConfigError(describe("--cfg", "invalid guidance scale",
                                "a value >= 0 (1: conditional only)", std::to_string(cfg_scale)));
@@ -89,7 +102,9 @@ at::Tensor ImageGenerator::sample_position(const at::Tensor& hidden, const Image
                                   ? depth_model.step(d == 0 ? hidden : sum, cache)
                                   : depth_model.forward(hidden, prefix).select(1, d);
     const at::Tensor guided =
-        options.unconditional ? combine_cfg(logits, options.cfg_scale, options.layout) : logits;
+        options.unconditional
+            ? combine_cfg(logits, options.cfg_scale, options.layout, options.cfg_plausibility)
+            : logits;
     const at::Tensor code = sample_tokens(guided, options.sampler, generator);
     chosen.select(1, d).copy_(code);
     if (d + 1 < depth) {

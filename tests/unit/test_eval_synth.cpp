@@ -66,7 +66,7 @@ int colour_index(const World& world, const std::string& name) {
   return -1;
 }
 
-// Every colour, shape, position and size on three backgrounds and vertical offsets.
+// Every colour, shape, position and size on three backgrounds.
 std::vector<Scene> all_scenes(const World& world) {
   const std::array<int, 3> backgrounds[] = {{196, 201, 190}, {220, 220, 220}, {240, 234, 241}};
   std::vector<Scene> scenes;
@@ -81,7 +81,6 @@ std::vector<Scene> all_scenes(const World& world) {
             scene.positions = {p};
             scene.size = z;
             scene.background = backgrounds[b];
-            scene.y_offset = (b - 1) * world.image_size / 10;
             scenes.push_back(scene);
           }
         }
@@ -125,7 +124,7 @@ TEST_F(SynthWorldTest, SameSeedSameBytesOtherSeedOtherBytes) {
   write_synthetic_world(options_for(path("b"), 24, 7));
   write_synthetic_world(options_for(path("c"), 24, 8));
   const auto a = tree(path("a"));
-  EXPECT_EQ(a.size(), 24u + 36 + 5);  // training and 4 eval pictures per held-out, 5 files
+  EXPECT_EQ(a.size(), 24u + 60 + 5);  // training and 4 eval pictures per held-out, 5 files
   EXPECT_EQ(a, tree(path("b")));
   const auto c = tree(path("c"));
   EXPECT_NE(a.at("train_captions.jsonl"), c.at("train_captions.jsonl"));
@@ -133,9 +132,11 @@ TEST_F(SynthWorldTest, SameSeedSameBytesOtherSeedOtherBytes) {
 }
 
 TEST_F(SynthWorldTest, HeldOutCombinationsOnlyInEvalFiles) {
-  const SyntheticWorldSummary summary = write_synthetic_world(options_for(path("w"), 400, 1));
+  // Enough pictures that every one of the 120 training combinations is drawn.
+  const SyntheticWorldSummary summary = write_synthetic_world(options_for(path("w"), 1200, 1));
   const World world = World::load(path("w"));
-  ASSERT_EQ(world.heldout.size(), 9u);  // round(0.2 * 5 colours * 3 shapes * 3 positions)
+  // round(0.2 * 5 colours * 3 shapes * 9 positions) = 27, capped at one per (colour, shape)
+  ASSERT_EQ(world.heldout.size(), 15u);
   EXPECT_EQ(world.seed, 1u);
   EXPECT_EQ(world.heldout, World::standard(64, 1, 0.2).heldout);
   EXPECT_EQ(world.colours[3].rgb, (std::array<int, 3>{230, 200, 40}));
@@ -144,33 +145,50 @@ TEST_F(SynthWorldTest, HeldOutCombinationsOnlyInEvalFiles) {
     EXPECT_TRUE(heldout_pairs.emplace(h.colour, h.shape).second) << "one position per pair";
   }
   const fs::path root = path("w");
-  const auto position_index = [&world](const std::string& word) {
+  const auto position_index = [&world](const std::string& name) {
     for (size_t i = 0; i < world.positions.size(); ++i) {
-      if (world.positions[i].name == word) {
+      if (world.positions[i].name == name) {
         return static_cast<int>(i);
       }
     }
     return -1;
   };
+  // Position names have one or two words ("left", "top left"): the longest that ends the
+  // caption is the one it names.
+  const auto caption_position = [&world](const std::string& caption) {
+    int found = -1;
+    size_t longest = 0;
+    for (size_t i = 0; i < world.positions.size(); ++i) {
+      const std::string tail = " " + world.positions[i].name;
+      if (caption.size() >= tail.size() && tail.size() > longest &&
+          caption.compare(caption.size() - tail.size(), tail.size(), tail) == 0) {
+        found = static_cast<int>(i);
+        longest = tail.size();
+      }
+    }
+    return found;
+  };
 
-  // Captions name all four attributes (size, colour, shape, position) or all but one.
+  // Captions name all four attributes (size, colour, shape, position) or all but the size
+  // or the position.
   std::set<Combination> train_combos;
   const auto captions = read_jsonl((root / "train_captions.jsonl").string(), "captions");
   EXPECT_EQ(static_cast<int>(captions.size()), summary.train_captions);
   int full = 0;
   for (const auto& row : captions) {
     ASSERT_TRUE(fs::is_regular_file(root / row.at("image").get<std::string>()));
-    std::istringstream words(row.at("caption").get<std::string>());
-    Combination c{-1, -1, -1};
+    const std::string caption = row.at("caption").get<std::string>();
+    std::istringstream words(caption);
+    Combination c{-1, -1, caption_position(caption)};
     bool size = false;
     for (std::string word; words >> word;) {
       c.colour = std::max(c.colour, colour_index(world, word));
       c.shape = std::max(c.shape, index_of(world.shapes, word));
-      c.position = std::max(c.position, position_index(word));
       size = size || word == world.sizes[0].name || word == world.sizes[1].name;
     }
     const int named = (c.colour >= 0) + (c.shape >= 0) + (c.position >= 0) + size;
     EXPECT_GE(named, 3) << row.dump();
+    EXPECT_TRUE(c.colour >= 0 && c.shape >= 0) << "colour or shape left out: " << row.dump();
     full += named == 4;
     if (c.colour >= 0 && c.shape >= 0 && c.position >= 0) {
       train_combos.insert(c);
@@ -189,7 +207,8 @@ TEST_F(SynthWorldTest, HeldOutCombinationsOnlyInEvalFiles) {
     const std::string image = row.at("image").get<std::string>();
     ASSERT_TRUE(fs::is_regular_file(root / image));
     const auto& turns = row.at("conversations");
-    ASSERT_TRUE(turns.size() == 6u || turns.size() == 8u) << row.dump();
+    // Four questions for one shape; colour and count for a counting picture.
+    ASSERT_TRUE(turns.size() == 4u || turns.size() == 8u) << row.dump();
     first_kinds.insert(turns[0].at("value").get<std::string>());
     Combination& c = vqa_combos.try_emplace(image, Combination{-1, -1, -1}).first->second;
     for (size_t t = 0; t < turns.size(); t += 2, ++questions) {
@@ -216,26 +235,24 @@ TEST_F(SynthWorldTest, HeldOutCombinationsOnlyInEvalFiles) {
   std::set<std::pair<int, int>> train_pairs;
   int several = 0;
   for (const auto& [image, c] : vqa_combos) {
-    ASSERT_TRUE(c.colour >= 0 && c.shape >= 0) << image;
-    train_pairs.emplace(c.colour, c.shape);
+    ASSERT_GE(c.colour, 0) << image;
+    EXPECT_EQ(c.shape >= 0, c.position >= 0) << image;
     if (c.position >= 0) {
+      train_pairs.emplace(c.colour, c.shape);
       train_combos.insert(c);
       EXPECT_EQ(counts.at(image), "one");
     } else {
       ++several;
-      // A pair with a held-out position has only two positions left to fill.
-      if (heldout_pairs.count({c.colour, c.shape})) {
-        EXPECT_EQ(counts.at(image), "two") << image;
-      }
+      EXPECT_TRUE(counts.at(image) == "two" || counts.at(image) == "three") << image;
     }
   }
-  EXPECT_EQ(several, 100);  // every fourth picture
+  EXPECT_EQ(several, 300);  // every fourth picture
   for (const Combination& c : train_combos) {
     EXPECT_FALSE(world.is_heldout(c.colour, c.shape, c.position))
         << c.colour << " " << c.shape << " " << c.position;
   }
-  EXPECT_EQ(train_pairs.size(), 15u);   // every (colour, shape) pair is trained on
-  EXPECT_EQ(train_combos.size(), 36u);  // and every other single-shape combination
+  EXPECT_EQ(train_pairs.size(), 15u);    // every (colour, shape) pair is trained on
+  EXPECT_EQ(train_combos.size(), 120u);  // and every other single-shape combination
 
   std::set<Combination> eval_combos;
   std::map<std::string, Combination> eval_images;
@@ -254,8 +271,8 @@ TEST_F(SynthWorldTest, HeldOutCombinationsOnlyInEvalFiles) {
   }
   EXPECT_EQ(kinds, (std::set<std::string>{"colour", "count", "position", "shape"}));
   for (const auto& [image, c] : eval_images) {
-    EXPECT_TRUE(heldout_pairs.count({c.colour, c.shape})) << image;
     if (c.position >= 0) {
+      EXPECT_TRUE(heldout_pairs.count({c.colour, c.shape})) << image;
       EXPECT_TRUE(world.is_heldout(c.colour, c.shape, c.position)) << image;
       eval_combos.insert(c);
     }
@@ -300,19 +317,19 @@ TEST_F(SynthWorldTest, DescribesScenes) {
   scene.colour = 2;
   scene.shape = 0;
   scene.size = 1;
-  scene.positions = {1};
+  scene.positions = {4};
   EXPECT_EQ(describe_scene(world, scene), "a large blue square in the center");
+  scene.positions = {0};
+  EXPECT_EQ(describe_scene(world, scene), "a large blue square at the top left");
+  scene.positions = {7};
+  EXPECT_EQ(describe_scene(world, scene), "a large blue square at the bottom");
   scene.size = 0;
-  scene.positions = {0, 2};
-  EXPECT_EQ(describe_scene(world, scene), "two small blue squares");
-  EXPECT_EQ(describe_scene(world, scene, {true, true, false, true}), "two small blue shapes");
-  scene.positions = {2};
-  EXPECT_EQ(describe_scene(world, scene, {false, true, true, true}), "a blue square on the right");
-  EXPECT_EQ(describe_scene(world, scene, {true, false, true, true}), "a small square on the right");
-  EXPECT_EQ(describe_scene(world, scene, {true, true, false, true}),
-            "a small blue shape on the right");
-  EXPECT_EQ(describe_scene(world, scene, {true, true, true, false}), "a small blue square");
-  EXPECT_EQ(describe_scene(world, scene, {false, true, true, false}), "a blue square");
+  scene.positions = {3, 5};
+  EXPECT_EQ(describe_scene(world, scene), "two blue squares");
+  scene.positions = {5};
+  EXPECT_EQ(describe_scene(world, scene, {false, true}), "a blue square on the right");
+  EXPECT_EQ(describe_scene(world, scene, {true, false}), "a small blue square");
+  EXPECT_EQ(describe_scene(world, scene, {false, false}), "a blue square");
 }
 
 TEST_F(SynthWorldTest, CheckerToleratesNoiseAndBlur) {
@@ -347,9 +364,9 @@ TEST_F(SynthWorldTest, EvaluatesGroundTruthRendersAndCountsMissingAsWrong) {
   write_synthetic_world(options);
   const World world = World::load(path("w"));
   const auto prompts = read_eval_prompts(path("w/eval_prompts.jsonl"));
-  ASSERT_EQ(prompts.size(), 18u);  // 3 held-out combinations x 2 sizes x 3 positions
+  ASSERT_EQ(prompts.size(), 45u);  // 15 held-out combinations x (2 sizes and none)
   SynthMetrics m = evaluate_synth_images(world, prompts, path("renders"));
-  EXPECT_EQ(m.count, 18);
+  EXPECT_EQ(m.count, 45);
   EXPECT_EQ(m.colour_accuracy, 1.0);
   EXPECT_EQ(m.shape_accuracy, 1.0);
   EXPECT_EQ(m.both_accuracy, 1.0);
@@ -359,7 +376,7 @@ TEST_F(SynthWorldTest, EvaluatesGroundTruthRendersAndCountsMissingAsWrong) {
   fs::remove(path("renders/p004.png"));
   m = evaluate_synth_images(world, prompts, path("renders"));
   EXPECT_EQ(m.missing, std::vector<std::string>{"p004"});
-  EXPECT_DOUBLE_EQ(m.both_accuracy, 17.0 / 18);
+  EXPECT_DOUBLE_EQ(m.both_accuracy, 44.0 / 45);
 }
 
 TEST_F(SynthWorldTest, LoadNamesAMissingWorldFolder) {
@@ -382,6 +399,42 @@ TEST(SynthVqa, ExactMatchIgnoresCaseAndPunctuation) {
   EXPECT_EQ(s.by_kind.at("position"), 1.0);
   EXPECT_EQ(s.by_kind.at("count"), 0.0);
   EXPECT_EQ(s.missing, std::vector<std::string>{"q3"});
+}
+
+TEST(SynthSelfCheck, PromptQuestionsAreTheTrainingWordingWithThePromptsWords) {
+  EvalPrompt prompt{"p0", "a small red square at the top left", "red", "square", "top left"};
+  const auto questions = prompt_questions(prompt);
+  ASSERT_EQ(questions.size(), 3u);
+  EXPECT_EQ(questions[0],
+            (std::array<std::string, 3>{"colour", "What colour is the shape?", "red"}));
+  EXPECT_EQ(questions[1], (std::array<std::string, 3>{"shape", "What shape is it?", "square"}));
+  EXPECT_EQ(questions[2],
+            (std::array<std::string, 3>{"position", "Where is the shape?", "top left"}));
+  prompt.position.clear();
+  EXPECT_EQ(prompt_questions(prompt).size(), 2u);
+
+  // The same wording as the single-shape training conversations.
+  const fs::path dir = fs::temp_directory_path() / "vilau_prompt_questions";
+  fs::remove_all(dir);
+  write_synthetic_world(options_for(dir.string(), 4, 0));
+  const std::string vqa = file_bytes(dir / "train_vqa.jsonl");
+  for (const auto& [kind, question, answer] : questions) {
+    EXPECT_THAT(vqa, HasSubstr(question)) << kind;
+  }
+  fs::remove_all(dir);
+}
+
+TEST(SynthSelfCheck, AgreementCountsNormalisedMatchesPerCandidate) {
+  const std::vector<std::string> expected = {"red", "square", "top left"};
+  EXPECT_EQ(
+      agreement({{"Red.", "circle", "top left"}, {"red", "square", "Top  left!"}, {"", "", ""}},
+                expected),
+      (std::vector<int>{2, 3, 0}));
+  EXPECT_TRUE(agreement({}, expected).empty());
+  EXPECT_THAT(testing::error_of<ShapeError>([&] {
+                agreement({{"red", "square"}}, expected);
+              }),
+              HasSubstr("answers of candidate 0"));
 }
 
 TEST(SynthPsnr, KnownValues) {

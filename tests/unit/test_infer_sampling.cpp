@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 
 #include "test_util.h"
 #include "vilau/core/error.h"
@@ -91,6 +92,10 @@ TEST(InferSampling, InvalidSettingsAreNamed) {
   options.cfg_scale = -1.0;
   EXPECT_THAT(testing::error_of<ConfigError>([&] { options.validate(); }),
               ::testing::HasSubstr("--cfg: invalid guidance scale"));
+  options.cfg_scale = 3.0;
+  options.cfg_plausibility = 1.0;
+  EXPECT_THAT(testing::error_of<ConfigError>([&] { options.validate(); }),
+              ::testing::HasSubstr("--cfg-plausibility"));
 }
 
 TEST(InferCfg, HalvesAndInterleavedCombineTheSameRows) {
@@ -101,6 +106,27 @@ TEST(InferCfg, HalvesAndInterleavedCombineTheSameRows) {
   EXPECT_TRUE(at::allclose(combine_cfg(halves, 2.5, CfgLayout::halves), expected));
   EXPECT_TRUE(at::allclose(combine_cfg(interleaved, 2.5, CfgLayout::interleaved), expected));
   EXPECT_TRUE(at::allclose(combine_cfg(halves, 0.0, CfgLayout::halves), uncond));
+}
+
+// Code 2 is all but ruled out by the conditional model, yet its unconditional logit is so much
+// lower that plain guidance at scale 3 makes it the favourite; the plausibility cut keeps it
+// out and leaves every plausible code's guided logit as it was.
+TEST(InferCfg, PlausibilityKeepsGuidanceToCodesTheConditionalModelAllows) {
+  const at::Tensor cond = at::tensor({5.0f, 0.0f, -10.0f}).view({1, 3});
+  const at::Tensor uncond = at::tensor({5.0f, 0.0f, -30.0f}).view({1, 3});
+  const at::Tensor logits = at::cat({cond, uncond});
+  const at::Tensor plain = combine_cfg(logits, 3.0, CfgLayout::halves);
+  EXPECT_TRUE(at::allclose(plain, at::tensor({5.0f, 0.0f, 30.0f}).view({1, 3})));
+  EXPECT_EQ(plain.argmax(1).item<int64_t>(), 2);
+  const float inf = std::numeric_limits<float>::infinity();
+  // p(code 1) / p(code 0) = e^-5 ~ 0.0067: kept at 1e-3, cut at 0.1.
+  EXPECT_TRUE(at::equal(combine_cfg(logits, 3.0, CfgLayout::halves, 1e-3),
+                        at::tensor({5.0f, 0.0f, -inf}).view({1, 3})));
+  EXPECT_TRUE(at::equal(combine_cfg(logits, 3.0, CfgLayout::halves, 0.1),
+                        at::tensor({5.0f, -inf, -inf}).view({1, 3})));
+  const at::Tensor interleaved = at::stack({cond, uncond}, 1).flatten(0, 1);
+  EXPECT_TRUE(at::equal(combine_cfg(interleaved, 3.0, CfgLayout::interleaved, 0.1),
+                        at::tensor({5.0f, -inf, -inf}).view({1, 3})));
 }
 
 TEST(InferCfg, ScaleOneIsExactlyTheConditionalLogits) {

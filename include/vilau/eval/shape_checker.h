@@ -22,7 +22,7 @@ struct ShapeReading {
   double aspect_ratio = 0;  // bounding-box width / height
   double top_fraction = 0;  // share of the foreground in the upper half of its box
   std::string position;
-  double centroid_x = 0;  // as a fraction of the width
+  double centroid_x = 0, centroid_y = 0;  // as fractions of the width and the height
   int foreground_pixels = 0;
 };
 
@@ -58,6 +58,12 @@ struct VqaScore {
 // Exact match of normalised answers; `answers` maps question ids to answers.
 VqaScore vqa_accuracy(const std::map<std::string, std::string>& answers,
                       const std::vector<EvalQuestion>& questions);
+
+// Self-verification: answers[k][q] is candidate k's answer to question q, expected[q] the
+// answer the prompt implies. Per candidate, how many answers match (normalised exact
+// match). ShapeError when a candidate's answers do not line up with `expected`.
+std::vector<int> agreement(const std::vector<std::vector<std::string>>& answers,
+                           const std::vector<std::string>& expected);
 
 // answers.jsonl: {"id": ..., "answer": ...} per line.
 std::map<std::string, std::string> read_answers(const std::string& path);

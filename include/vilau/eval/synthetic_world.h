@@ -1,8 +1,9 @@
 #pragma once
-// The demo's synthetic world: 64x64 pictures of one filled shape in a named colour, position
-// and size on a light grey background, with captions, questions and held-out (colour, shape,
-// position) combinations for evaluation. Everything is procedural and deterministic from a seed, so
-// the demo needs no downloads and a checker can read the pictures back from pixels alone.
+// The demo's synthetic world: pictures of one filled shape in a named colour, position (a 3x3
+// grid) and size on a light grey background, or of two or three small ones for counting,
+// with captions, questions and held-out (colour, shape, position) combinations for
+// evaluation. Everything is procedural and deterministic from a seed, so the demo needs no
+// downloads and a checker can read the pictures back from pixels alone.
 #include <ATen/core/Tensor.h>
 
 #include <array>
@@ -21,7 +22,7 @@ struct NamedColour {
 
 struct NamedPosition {
   std::string name;
-  double x;  // the shape's centre, as a fraction of the width
+  double x, y;  // the shape's centre, as fractions of the width and the height
 };
 
 struct Combination {
@@ -48,6 +49,9 @@ struct World {
   std::vector<std::string> shapes;  // "square", "circle", "triangle" (triangles point up)
   std::vector<NamedPosition> positions;
   std::vector<NamedSize> sizes;
+  // The side of each shape in a counting picture: small enough that shapes one position
+  // apart do not touch.
+  double group_extent = 0.2;
   std::vector<std::string> counts;  // number words; counts[n - 1] names n shapes
   // (colour, shape, position) indices that no training picture shows.
   std::vector<Combination> heldout;
@@ -75,21 +79,20 @@ struct Scene {
   int size = 0;
   std::vector<int> positions = {0};
   std::array<int, 3> background = {220, 220, 220};
-  int y_offset = 0;  // pixels below the vertical middle
 };
 
 // Renders without anti-aliasing: a pixel is the shape's colour when its centre is inside.
 at::Tensor render_scene(const World& world, const Scene& scene);  // uint8 [S, S, 3]
 
-// The attributes a caption names. With every caption naming all four, a tiny model learns
-// each whole caption as one unit and cannot draw a combination it has not seen; captions
-// that lack words make each word carry its own meaning.
+// The optional attributes a caption names; colour and shape are always named. With every
+// caption naming all four, a tiny model learns each whole caption as one unit; captions
+// that lack the size or the position make those words carry their own meaning.
 struct CaptionWords {
-  bool size = true, colour = true, shape = true, position = true;
+  bool size = true, position = true;
 };
 
-// "a large red circle on the left"; "two small blue squares" for several shapes. Without
-// the shape it says "shape"; the position of several shapes is never said.
+// "a large red circle on the left"; "two blue squares" for several shapes, whose size and
+// position are never said.
 std::string describe_scene(const World& world, const Scene& scene, CaptionWords words = {});
 
 struct SyntheticWorldOptions {
@@ -129,6 +132,11 @@ struct EvalQuestion {
   std::string answer;
   std::string kind;  // colour, shape, position or count
 };
+
+// What a prompt names, as the training conversations ask it: (kind, question, answer) for
+// its colour, its shape and, when it names one, its position. The demo asks the model these
+// about each picture it drew for the prompt and keeps the picture it agrees with most.
+std::vector<std::array<std::string, 3>> prompt_questions(const EvalPrompt& prompt);
 
 std::vector<EvalPrompt> read_eval_prompts(const std::string& path);
 std::vector<EvalQuestion> read_eval_questions(const std::string& path);

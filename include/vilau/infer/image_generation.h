@@ -25,12 +25,18 @@ enum class CfgLayout {
 CfgLayout parse_cfg_layout(const std::string& name);  // ConfigError for an unknown name
 
 // uncond + scale * (cond - uncond) on logits [2N, K] laid out as `layout`; scale 1 returns
-// the conditional logits exactly.
-at::Tensor combine_cfg(const at::Tensor& logits, double scale, CfgLayout layout);
+// the conditional logits exactly. With plausibility > 0, codes whose conditional
+// probability is below plausibility times the row's most likely code's get -inf: guidance
+// then only reorders what the conditional model finds plausible, instead of lifting a code
+// it rules out whose unconditional logit happens to be lower still (contrastive decoding's
+// adaptive plausibility, Li et al. 2023). 0 is the official rule.
+at::Tensor combine_cfg(const at::Tensor& logits, double scale, CfgLayout layout,
+                       double plausibility = 0.0);
 
 struct ImageOptions {
   SamplerConfig sampler{1.0, 900, 0.96};
   double cfg_scale = 3.0;
+  double cfg_plausibility = 0.0;  // see combine_cfg; 0: official
   CfgLayout layout = CfgLayout::halves;
   // false runs conditional rows only (no CFG batch at all).
   bool unconditional = true;
