@@ -16,6 +16,7 @@
 #include "vilau/eval/synthetic_world.h"
 #include "vilau/eval/tower_eval.h"
 #include "vilau/infer/answering.h"
+#include "vilau/infer/batch_generation.h"
 #include "vilau/infer/outputs.h"
 #include "vilau/infer/runtime.h"
 #include "vilau/io/atomic_file.h"
@@ -55,9 +56,7 @@ void run_pick(const PickArgs& args) {
   std::vector<ImageQuestion> asked;
   std::vector<std::vector<std::string>> expected(prompts.size());
   const auto candidate = [&](size_t i, int64_t k) {
-    const std::string stem =
-        args.samples == 1 ? prompts[i].id : prompts[i].id + "_" + std::to_string(k);
-    return fs::path(args.candidates) / (stem + ".png");
+    return fs::path(args.candidates) / (sample_stem(prompts[i].id, k, args.samples) + ".png");
   };
   for (size_t i = 0; i < prompts.size(); ++i) {
     const auto questions = eval::prompt_questions(prompts[i]);

@@ -13,11 +13,12 @@
 namespace fs = std::filesystem;
 
 namespace vilau {
-namespace {
 
 std::string sample_stem(const std::string& id, int64_t k, int64_t per_prompt) {
   return per_prompt == 1 ? id : id + "_" + std::to_string(k);
 }
+
+namespace {
 
 bool sample_done(const fs::path& dir, const std::string& id, int64_t per_prompt, bool video) {
   for (int64_t k = 0; k < per_prompt; ++k) {

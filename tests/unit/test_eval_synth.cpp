@@ -401,7 +401,7 @@ TEST(SynthVqa, ExactMatchIgnoresCaseAndPunctuation) {
   EXPECT_EQ(s.missing, std::vector<std::string>{"q3"});
 }
 
-TEST(SynthSelfCheck, PromptQuestionsAreTheTrainingWordingWithThePromptsWords) {
+TEST_F(SynthWorldTest, PromptQuestionsAreTheTrainingWordingWithThePromptsWords) {
   EvalPrompt prompt{"p0", "a small red square at the top left", "red", "square", "top left"};
   const auto questions = prompt_questions(prompt);
   ASSERT_EQ(questions.size(), 3u);
@@ -414,14 +414,11 @@ TEST(SynthSelfCheck, PromptQuestionsAreTheTrainingWordingWithThePromptsWords) {
   EXPECT_EQ(prompt_questions(prompt).size(), 2u);
 
   // The same wording as the single-shape training conversations.
-  const fs::path dir = fs::temp_directory_path() / "vilau_prompt_questions";
-  fs::remove_all(dir);
-  write_synthetic_world(options_for(dir.string(), 4, 0));
-  const std::string vqa = file_bytes(dir / "train_vqa.jsonl");
+  write_synthetic_world(options_for(path("w"), 4, 0));
+  const std::string vqa = file_bytes(path("w/train_vqa.jsonl"));
   for (const auto& [kind, question, answer] : questions) {
     EXPECT_THAT(vqa, HasSubstr(question)) << kind;
   }
-  fs::remove_all(dir);
 }
 
 TEST(SynthSelfCheck, AgreementCountsNormalisedMatchesPerCandidate) {

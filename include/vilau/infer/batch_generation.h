@@ -18,6 +18,9 @@ class Tokenizer;
 // stem + k zero-padded to `width` digits: "sample_007", "clip_frame_03".
 std::string numbered_stem(const std::string& stem, int64_t k, int width);
 
+// The stem of prompt `id`'s sample k of `per_prompt`: ID, or ID_K when there are several.
+std::string sample_stem(const std::string& id, int64_t k, int64_t per_prompt);
+
 // One sample (an image [S, S, 3] or frames [F, S, S, 3]) under `stem` in `dir`: stem.png,
 // or for a video stem_frame_NN.png, stem_strip.png and stem.avi. Without `frames_too` batch
 // evaluation keeps only the strip, as stem.png, and the video. Returns the file names.
