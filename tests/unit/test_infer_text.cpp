@@ -3,9 +3,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <memory>
+#include <string>
 
 #include "test_util.h"
 #include "vilau/config.h"
@@ -34,7 +36,11 @@ class InferText : public ::testing::Test {
     tokenizer_.reset();
     fs::remove_all(dir());
   }
-  static fs::path dir() { return fs::temp_directory_path() / "vilau_infer_text_tokenizer"; }
+  // ctest runs each test in its own process, all at once: a shared folder let one process
+  // delete or rewrite the tokenizer another was loading, and gtest then skipped its tests.
+  static fs::path dir() {
+    return fs::temp_directory_path() / ("vilau_infer_text_tokenizer_" + std::to_string(::getpid()));
+  }
 
   void SetUp() override {
     torch::manual_seed(0);
