@@ -5,7 +5,8 @@
 # and the unified model, draw held-out prompts with CFG, answer held-out questions, and
 # write runs/demo/metrics.json, report.md and grid.png.
 # Environment: VILAU_DEMO_DIR (default runs/demo), VILAU_DEMO_QUICK=1 for a shortened run
-# without targets, plus everything scripts/lib/setup.sh reads.
+# without targets, VILAU_DEMO_SEED=N for a run with other seeds, plus everything
+# scripts/lib/setup.sh reads.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/setup.sh"
 

@@ -2,6 +2,8 @@
 # The demo pipeline (scripts/demo.sh runs it after the set-up; ctest runs a shortened one):
 #   demo_pipeline.sh VILAU_BINARY RUN_DIR
 # Run from the repository root. VILAU_DEMO_QUICK=1: fewer pictures and steps, no targets.
+# VILAU_DEMO_SEED=N: another world, other initial weights and other samples, to see how much
+# the metrics move from seed to seed (unset: the shipped run's seeds).
 set -euo pipefail
 vilau="$1"
 run="$2"
@@ -11,9 +13,14 @@ run="$2"
 cores=$(nproc)
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$((cores < 4 ? cores : 4))}"
 if [ "${VILAU_DEMO_QUICK:-0}" = 1 ]; then
-  count=48 tower_steps=10 unified_steps=10 check=()
+  count=48 tower_steps=10 unified_steps=10 candidates=2 check=()
 else
-  count=3000 tower_steps=2400 unified_steps=3600 check=(--check)
+  count=3000 tower_steps=2400 unified_steps=3600 candidates=16 check=(--check)
+fi
+if [ -n "${VILAU_DEMO_SEED:-}" ]; then
+  data_seed="$VILAU_DEMO_SEED" sample_seed="$VILAU_DEMO_SEED" train_seed=(--set "train.seed=$VILAU_DEMO_SEED")
+else
+  data_seed=0 sample_seed=0 train_seed=()
 fi
 start=$SECONDS
 log() { printf '[vilau] %s\n' "$*" >&2; }
@@ -22,7 +29,7 @@ rm -rf "$run"
 mkdir -p "$run"
 
 step 1 "synthesising the world"
-"$vilau" data synth --out "$run/data" --size 32 --count "$count" --seed 0
+"$vilau" data synth --out "$run/data" --size 32 --count "$count" --seed "$data_seed"
 
 step 2 "training the tokenizer"
 {
@@ -41,25 +48,25 @@ for path in sys.argv[1:]:
 step 3 "training the tower"
 "$vilau" train --config configs/demo/tower.yaml \
   --set "train.output_dir=$run/tower" --set "train.tokenizer=$run/tokenizer" \
-  --set "train.max_steps=$tower_steps" \
+  --set "train.max_steps=$tower_steps" "${train_seed[@]}" \
   --set "data.datasets=[\"path=$run/data/train_captions.jsonl, format=captions, task=tower\"]"
 
 step 4 "training the unified model on text-to-image and VQA"
 "$vilau" train --config configs/demo/unified.yaml \
   --set "train.output_dir=$run/unified" --set "train.init=$run/tower/export" \
-  --set "train.max_steps=$unified_steps" \
+  --set "train.max_steps=$unified_steps" "${train_seed[@]}" \
   --set "data.datasets=[\"path=$run/data/train_captions.jsonl, format=captions, task=t2i, weight=4, uncond=0.1\", \"path=$run/data/train_vqa.jsonl, format=llava, task=understanding\"]"
 
 model="$run/unified/export"
 # CFG 3 is the official scale; the plausibility cut keeps it from lifting codes the
 # conditional model rules out, which plain CFG 3 does on a model this small.
-step 5 "drawing 8 candidates per held-out prompt with CFG 3"
+step 5 "drawing $candidates candidates per held-out prompt with CFG 3"
 "$vilau" generate --model "$model" --prompts "$run/data/eval_prompts.jsonl" \
-  --out "$run/candidates" --cfg 3 --cfg-plausibility 0.3 --num-images 8 --seed 0 --batch 8
+  --out "$run/candidates" --cfg 3 --cfg-plausibility 0.3 --num-images "$candidates" --seed "$sample_seed" --batch 8
 
 step 6 "the model answers questions about its candidates and keeps the one it agrees with"
 "$vilau" demo pick --model "$model" --prompts "$run/data/eval_prompts.jsonl" \
-  --candidates "$run/candidates" --samples 8 --out "$run/generated"
+  --candidates "$run/candidates" --samples "$candidates" --out "$run/generated"
 
 step 7 "answering the held-out questions"
 "$vilau" chat --model "$model" --questions "$run/data/eval_vqa.jsonl" \
