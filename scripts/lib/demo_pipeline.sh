@@ -17,11 +17,10 @@ if [ "${VILAU_DEMO_QUICK:-0}" = 1 ]; then
 else
   count=3000 tower_steps=2400 unified_steps=3600 candidates=16 check=(--check)
 fi
-if [ -n "${VILAU_DEMO_SEED:-}" ]; then
-  data_seed="$VILAU_DEMO_SEED" sample_seed="$VILAU_DEMO_SEED" train_seed=(--set "train.seed=$VILAU_DEMO_SEED")
-else
-  data_seed=0 sample_seed=0 train_seed=()
-fi
+seed="${VILAU_DEMO_SEED:-0}"
+# Unset, the stages keep the config's own train.seed, as the shipped run did.
+train_seed=()
+if [ -n "${VILAU_DEMO_SEED:-}" ]; then train_seed=(--set "train.seed=$VILAU_DEMO_SEED"); fi
 start=$SECONDS
 log() { printf '[vilau] %s\n' "$*" >&2; }
 step() { log "step $1/9: $2 ($((SECONDS - start)) s so far)"; }
@@ -29,7 +28,7 @@ rm -rf "$run"
 mkdir -p "$run"
 
 step 1 "synthesising the world"
-"$vilau" data synth --out "$run/data" --size 32 --count "$count" --seed "$data_seed"
+"$vilau" data synth --out "$run/data" --size 32 --count "$count" --seed "$seed"
 
 step 2 "training the tokenizer"
 {
@@ -62,7 +61,7 @@ model="$run/unified/export"
 # conditional model rules out, which plain CFG 3 does on a model this small.
 step 5 "drawing $candidates candidates per held-out prompt with CFG 3"
 "$vilau" generate --model "$model" --prompts "$run/data/eval_prompts.jsonl" \
-  --out "$run/candidates" --cfg 3 --cfg-plausibility 0.3 --num-images "$candidates" --seed "$sample_seed" --batch 8
+  --out "$run/candidates" --cfg 3 --cfg-plausibility 0.3 --num-images "$candidates" --seed "$seed" --batch 8
 
 step 6 "the model answers questions about its candidates and keeps the one it agrees with"
 "$vilau" demo pick --model "$model" --prompts "$run/data/eval_prompts.jsonl" \
