@@ -17,6 +17,7 @@ void add_chat_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_data_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
+void add_plan_command(CLI::App& app);
 void add_eval_fid_command(CLI::App& eval);
 void add_eval_vqa_command(CLI::App& eval);
 void add_eval_mjhq_command(CLI::App& eval);

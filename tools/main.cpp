@@ -20,7 +20,7 @@ constexpr AddCommand kCommands[] = {
     vilau::cli::add_init_command,      vilau::cli::add_train_command,
     vilau::cli::add_chat_command,      vilau::cli::add_generate_command,
     vilau::cli::add_data_command,      vilau::cli::add_eval_command,
-    vilau::cli::add_demo_command,
+    vilau::cli::add_demo_command,      vilau::cli::add_plan_command,
 };
 
 }  // namespace
