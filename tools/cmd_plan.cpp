@@ -66,9 +66,8 @@ void add_plan_command(CLI::App& app) {
     PlanOptions options = args->options;
     options.dtype = args->dtype == "bf16" ? at::kBFloat16 : at::kFloat;
     options.trainable = split_commas(args->trainable);
-    const ModelConfig config = args->preset.empty()
-                                   ? OfficialCheckpoint::open(args->model).config()
-                                   : load_preset(args->preset);
+    const ModelConfig config = args->preset.empty() ? OfficialCheckpoint::open(args->model).config()
+                                                    : load_preset(args->preset);
     std::printf("%s\n", plan_json(plan_memory(config, options)).dump(2).c_str());
   });
 }

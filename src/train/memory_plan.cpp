@@ -56,7 +56,8 @@ bool contains(const std::vector<std::string>& items, const std::string& item) {
 // The ZeRO-3 unit of a trainable parameter (docs/training.md): each LLaMA decoder layer,
 // each depth-transformer block and the projector; everything else is the root unit.
 std::string fsdp_unit(const std::string& name) {
-  for (const std::string prefix : {"llm.model.layers.", "depth_transformer.head_transformer.blocks."}) {
+  for (const std::string prefix :
+       {"llm.model.layers.", "depth_transformer.head_transformer.blocks."}) {
     if (name.rfind(prefix, 0) == 0) {
       return name.substr(0, name.find('.', prefix.size()));
     }
@@ -95,7 +96,7 @@ const std::vector<int64_t>& shape_of(const std::map<std::string, at::Tensor>& pa
 // Layer shapes the activation estimate needs, read off the built modules.
 struct Shapes {
   int64_t hidden = 0, intermediate = 0, vocab = 0, heads = 0, layers = 0;
-  int64_t code_dim = 0;                                                 // projector input
+  int64_t code_dim = 0;  // projector input
   int64_t depth = 0, embed = 0, depth_mlp = 0, codebook = 0, depth_heads = 0, blocks = 0;
   bool resid_dropout = false, attn_dropout = false;
 };
@@ -104,7 +105,9 @@ Shapes read_shapes(VilaUImpl& model) {
   std::map<std::string, at::Tensor> params;
   for (const auto& p : model.named_parameters()) params.emplace(p.key(), p.value());
   std::map<std::string, std::vector<int64_t>> cache;
-  const auto dim = [&](const std::string& name, size_t d) { return shape_of(params, name, cache).at(d); };
+  const auto dim = [&](const std::string& name, size_t d) {
+    return shape_of(params, name, cache).at(d);
+  };
   Shapes s;
   s.vocab = dim("llm.model.embed_tokens.weight", 0);
   s.hidden = dim("llm.model.embed_tokens.weight", 1);
@@ -177,8 +180,8 @@ ActivationEstimate estimate_activations(const Shapes& s, const PlanOptions& o, b
   }
   a.heads = heads(a.visual_positions);
   // The heads run backward first and are freed before the decoder layers' backward.
-  a.peak = a.whole_step + a.checkpointed_inputs + a.llm_layers +
-           std::max(a.heads, a.llm_layer_backward);
+  a.peak =
+      a.whole_step + a.checkpointed_inputs + a.llm_layers + std::max(a.heads, a.llm_layer_backward);
   return a;
 }
 
@@ -312,8 +315,8 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanOptions& options) {
   }
 
   const bool llm_path = contains(trainable, "llm") || contains(trainable, "mm_projector");
-  plan.activations = estimate_activations(read_shapes(*model), options, llm_path,
-                                          !trainable.empty());
+  plan.activations =
+      estimate_activations(read_shapes(*model), options, llm_path, !trainable.empty());
   plan.total = plan.parameters + plan.gradients + plan.optimizer + plan.gathered + plan.buffers +
                plan.activations.peak;
   return plan;
