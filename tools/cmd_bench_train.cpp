@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "bench_common.h"
@@ -24,7 +25,18 @@ struct TrainBenchArgs {
   int64_t llm_layers = 0, batch = 1, seq_len = 1024, steps = 5, warmup = 2;
   double peak_tflops = 0;
   bool checkpointing = false;
+  DistributedConfig distributed;
 };
+
+// This process's peak resident memory (VmHWM) in bytes; 0 where /proc has no such line.
+int64_t peak_resident_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  }
+  return 0;
+}
 
 // Rows of one image (as codes) between text, with text labels and the image as a visual
 // target: both losses and every trainable module run.
@@ -73,19 +85,33 @@ void bench_train(const TrainBenchArgs& args) {
   const ProcessGroup group(env, device, std::chrono::seconds(600));
   OptimizerConfig optimizer_config;
   optimizer_config.lr = 1e-5;
+  args.distributed.validate("bench train");
   ParallelOptimizer optimizer(
       select_trainable(*model, {"llm", "mm_projector", "depth_transformer"}), optimizer_config,
-      DistributedConfig{}, group, device);
+      args.distributed, group, device);
   const MultimodalBatch batch = random_batch(*model, args, device);
   double start = 0;
   for (int64_t step = 0; step < args.warmup + args.steps; ++step) {
     if (step == args.warmup) start = device_now(device);
-    optimizer.begin_last_micro_batch();
     const VilaULoss loss = model->loss(batch);
-    loss.loss.backward();
+    optimizer.backward(loss.loss, true);
     optimizer.step(1.0, true);
   }
   const double seconds = device_now(device) - start;
+  // Every rank's peak resident memory, next to the bytes of what each rank holds.
+  at::Tensor mine = at::tensor({peak_resident_bytes(), optimizer.parameter_bytes(),
+                                optimizer.gradient_bytes(), optimizer.state_bytes()},
+                               at::kLong);
+  at::Tensor all = at::empty({4 * env.world_size}, at::kLong);
+  group.all_gather(all, mine);
+  nlohmann::json ranks = nlohmann::json::array();
+  for (int64_t r = 0; r < env.world_size; ++r) {
+    ranks.push_back({{"rank", r},
+                     {"peak_resident_bytes", all[4 * r].item<int64_t>()},
+                     {"parameter_bytes", all[4 * r + 1].item<int64_t>()},
+                     {"gradient_bytes", all[4 * r + 2].item<int64_t>()},
+                     {"optimizer_state_bytes", all[4 * r + 3].item<int64_t>()}});
+  }
   const double tokens = static_cast<double>(args.batch * args.seq_len * args.steps);
   const double tokens_per_s = tokens / seconds * static_cast<double>(env.world_size);
   // 6 FLOPs per parameter and token (forward and backward), plus causal attention's
@@ -104,6 +130,10 @@ void bench_train(const TrainBenchArgs& args) {
       {"device", device.str()},
       {"dtype", dtype_name(dtype)},
       {"world_size", env.world_size},
+      {"zero_stage", args.distributed.zero_stage},
+      {"bucket_mb", args.distributed.bucket_mb},
+      {"reduce_dtype", args.distributed.reduce_dtype},
+      {"ranks", ranks},
       {"batch_per_rank", args.batch},
       {"seq_len", args.seq_len},
       {"activation_checkpointing", args.checkpointing},
@@ -148,6 +178,14 @@ void add_bench_train_command(CLI::App& bench) {
   cmd->add_option("--warmup", args->warmup, "Untimed steps first")->capture_default_str();
   cmd->add_flag("--activation-checkpointing", args->checkpointing,
                 "Recompute each LLM layer in backward");
+  cmd->add_option("--zero-stage", args->distributed.zero_stage,
+                  "0 (DDP), 1 (optimizer state sharded) or 2 (gradients too)")
+      ->capture_default_str();
+  cmd->add_option("--bucket-mb", args->distributed.bucket_mb, "Gradient bucket size, fp32 MB")
+      ->capture_default_str();
+  cmd->add_option("--reduce-dtype", args->distributed.reduce_dtype,
+                  "What gradient collectives move: fp32 or bf16")
+      ->capture_default_str();
   cmd->add_option("--peak-tflops", args->peak_tflops,
                   "The device's dense bf16 peak, when it is not in the built-in table");
   cmd->add_option("--device", args->device, "cpu, cuda or cuda:N")->capture_default_str();

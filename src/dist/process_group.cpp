@@ -118,8 +118,6 @@ ProcessGroup::ProcessGroup(const DistEnv& env, at::Device device, std::chrono::m
 
 ProcessGroup::~ProcessGroup() = default;
 
-c10::intrusive_ptr<c10d::Backend> ProcessGroup::backend() const { return impl_->backend; }
-
 void ProcessGroup::all_reduce_sum(at::Tensor& t) const {
   if (!distributed()) return;
   guarded(env_, "all_reduce", [&] {
@@ -169,27 +167,41 @@ namespace {
 
 class PendingWork : public ProcessGroup::Pending {
  public:
-  PendingWork(DistEnv env, c10::intrusive_ptr<c10d::Work> work)
-      : env_(std::move(env)), work_(std::move(work)) {}
+  PendingWork(DistEnv env, const char* what, c10::intrusive_ptr<c10d::Work> work)
+      : env_(std::move(env)), what_(what), work_(std::move(work)) {}
   void wait() override {
-    if (work_) guarded(env_, "gradient all_reduce", [&] { work_->wait(); });
+    if (work_) guarded(env_, what_, [&] { work_->wait(); });
+    work_.reset();
   }
 
  private:
   DistEnv env_;
+  const char* what_;
   c10::intrusive_ptr<c10d::Work> work_;
 };
 
 }  // namespace
 
 std::unique_ptr<ProcessGroup::Pending> ProcessGroup::all_reduce_sum_async(at::Tensor& t) const {
-  if (!distributed()) return std::make_unique<PendingWork>(env_, nullptr);
+  if (!distributed()) return std::make_unique<PendingWork>(env_, "", nullptr);
   c10::intrusive_ptr<c10d::Work> work;
   guarded(env_, "gradient all_reduce", [&] {
     std::vector<at::Tensor> tensors = {t};
     work = impl_->backend->allreduce(tensors);
   });
-  return std::make_unique<PendingWork>(env_, std::move(work));
+  return std::make_unique<PendingWork>(env_, "gradient all_reduce", std::move(work));
+}
+
+std::unique_ptr<ProcessGroup::Pending> ProcessGroup::reduce_scatter_sum_async(
+    at::Tensor& output, at::Tensor& input) const {
+  if (!distributed()) {
+    output.copy_(input);
+    return std::make_unique<PendingWork>(env_, "", nullptr);
+  }
+  c10::intrusive_ptr<c10d::Work> work;
+  guarded(env_, "gradient reduce_scatter",
+          [&] { work = impl_->backend->_reduce_scatter_base(output, input); });
+  return std::make_unique<PendingWork>(env_, "gradient reduce_scatter", std::move(work));
 }
 
 }  // namespace vilau

@@ -77,7 +77,15 @@ void remove_quietly(const fs::path& path) {
 // half-written checkpoint or the one that was replaced.
 class TemporaryFolder {
  public:
-  explicit TemporaryFolder(fs::path path) : path_(std::move(path)) {
+  // create: start empty; otherwise adopt the folder prepare() made (IoError if it is gone).
+  explicit TemporaryFolder(fs::path path, bool create = true) : path_(std::move(path)) {
+    if (!create) {
+      if (!fs::is_directory(path_)) {
+        throw IoError(describe(path_.string(), "the staging folder of this checkpoint",
+                               "made by CheckpointManager::prepare", "missing"));
+      }
+      return;
+    }
     remove_quietly(path_);
     std::error_code ec;
     fs::create_directory(path_, ec);
@@ -233,34 +241,53 @@ void restore_rng_states(const NamedTensors& states) {
 CheckpointManager::CheckpointManager(std::string root, int64_t keep_last, uint64_t max_shard_bytes)
     : root_(std::move(root)), keep_last_(keep_last), max_shard_bytes_(max_shard_bytes) {}
 
-std::string CheckpointManager::save(const TrainingState& state) {
-  if (state.step < 0) {
-    throw Error(describe(root_, "cannot save training checkpoint", "a step >= 0",
-                         std::to_string(state.step)));
+std::string CheckpointManager::staging_folder(int64_t step) const {
+  return (fs::path(root_) / (kTmpPrefix + step_name(step) + "-staging")).string();
+}
+
+std::string CheckpointManager::prepare(int64_t step) {
+  if (step < 0) {
+    throw Error(
+        describe(root_, "cannot save training checkpoint", "a step >= 0", std::to_string(step)));
   }
   const fs::path root(root_);
   std::error_code ec;
   fs::create_directories(root, ec);
   throw_if(ec, root, "cannot create the checkpoint folder");
   remove_temporaries();
+  const fs::path staging = staging_folder(step);
+  fs::create_directory(staging, ec);
+  throw_if(ec, staging, "cannot create the temporary checkpoint folder");
+  return staging.string();
+}
 
+std::string CheckpointManager::save(const TrainingState& state) {
+  prepare(state.step);
+  return commit(state);
+}
+
+std::string CheckpointManager::commit(const TrainingState& state) {
   std::string trainer_state;
   try {
     trainer_state = nlohmann::json{{"format", kFormat},
                                    {"version", kVersion},
                                    {"step", state.step},
                                    {"scheduler", state.scheduler},
-                                   {"data", state.data}}
+                                   {"data", state.data},
+                                   {"optimizer_file", !state.optimizer.empty()}}
                         .dump(2) +
                     "\n";
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(describe(root_, "cannot write the trainer state", {}, e.what()));
   }
 
+  const fs::path root(root_);
   const std::string name = step_name(state.step);
-  const TemporaryFolder tmp(root / (kTmpPrefix + name + "-" + std::to_string(::getpid())));
+  const TemporaryFolder tmp(staging_folder(state.step), /*create=*/false);
   save_sharded(tmp.path().string(), state.model, max_shard_bytes_, "model");
-  save_safetensors((tmp.path() / kOptimizerFile).string(), state.optimizer);
+  if (!state.optimizer.empty()) {
+    save_safetensors((tmp.path() / kOptimizerFile).string(), state.optimizer);
+  }
   save_safetensors((tmp.path() / kRngFile).string(), state.rng);
   write_file_atomic((tmp.path() / kStateFile).string(), trainer_state);
   write_file_atomic((tmp.path() / kConfigFile).string(), state.config_yaml);
@@ -326,7 +353,11 @@ TrainingState CheckpointManager::load(const std::string& folder) const {
   state.scheduler = field(meta, state_path, "scheduler");
   state.data = field(meta, state_path, "data");
   state.model = read_model(dir);
-  state.optimizer = read_tensors(dir / kOptimizerFile, "the optimizer state", /*owned=*/true);
+  // Checkpoints whose optimizer writes its own shards have no optimizer file.
+  const bool optimizer_file = !meta.contains("optimizer_file") || meta.at("optimizer_file") != false;
+  if (optimizer_file) {
+    state.optimizer = read_tensors(dir / kOptimizerFile, "the optimizer state", /*owned=*/true);
+  }
   state.rng = read_tensors(dir / kRngFile, "the generator states", /*owned=*/true);
   state.config_yaml = read_text(dir / kConfigFile, "the run config");
   return state;

@@ -27,7 +27,10 @@ std::string joined(const std::vector<std::string>& options) {
 void DistributedConfig::validate(const std::string& path) const {
   config_check(zero_stage >= 0 && zero_stage <= 2, path + ".zero_stage", "0, 1 or 2",
                std::to_string(zero_stage));
-  config_check(bucket_mb > 0, path + ".bucket_mb", "> 0", std::to_string(bucket_mb));
+  config_check(bucket_mb > 0 && bucket_mb <= 1 << 20, path + ".bucket_mb", "> 0 and <= 1048576",
+               std::to_string(bucket_mb));
+  config_check(reduce_dtype == "fp32" || reduce_dtype == "bf16", path + ".reduce_dtype",
+               "fp32 or bf16", "'" + reduce_dtype + "'");
   config_check(timeout_s > 0, path + ".timeout_s", "> 0", std::to_string(timeout_s));
 }
 

@@ -9,6 +9,7 @@
 #include <map>
 
 #include "vilau/core/error.h"
+#include "vilau/dist/flat_layout.h"
 
 namespace vilau {
 
@@ -64,23 +65,6 @@ std::string fsdp_unit(const std::string& name) {
   }
   if (name.rfind("mm_projector.", 0) == 0) return "mm_projector";
   return "root";
-}
-
-// Gradient buckets as the data-parallel engine fills them: parameters kept whole, in reverse
-// order, a bucket closed once it holds bucket_bytes of fp32.
-std::vector<PlanUnit> gradient_buckets(const std::vector<std::pair<std::string, int64_t>>& params,
-                                       int64_t bucket_bytes) {
-  const int64_t cap = std::max<int64_t>(1, bucket_bytes / 4);
-  std::vector<PlanUnit> buckets;
-  int64_t size = 0;
-  for (auto p = params.rbegin(); p != params.rend(); ++p) {
-    size += p->second;
-    if (size >= cap || std::next(p) == params.rend()) {
-      buckets.push_back({"bucket " + std::to_string(buckets.size()), size});
-      size = 0;
-    }
-  }
-  return buckets;
 }
 
 const std::vector<int64_t>& shape_of(const std::map<std::string, at::Tensor>& params,
@@ -216,7 +200,7 @@ void PlanOptions::validate() const {
                std::to_string(zero_stage));
   config_check(micro_batch >= 1, "--micro-batch", ">= 1", std::to_string(micro_batch));
   config_check(seq_len >= 1, "--seq-len", ">= 1", std::to_string(seq_len));
-  config_check(bucket_mb >= 1, "--bucket-mb", ">= 1", std::to_string(bucket_mb));
+  config_check(bucket_mb > 0, "--bucket-mb", "> 0", std::to_string(bucket_mb));
   config_check(dtype == at::kBFloat16 || dtype == at::kFloat, "--dtype", "bf16 or fp32",
                c10::toString(dtype));
   config_check(visual_positions >= -1 && visual_positions <= seq_len, "--visual-positions",
@@ -242,12 +226,16 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanOptions& options) {
   // Counts per top-level module and the trainable parameters in registration order (the
   // flat layout's order).
   std::vector<std::pair<std::string, int64_t>> flat;
+  std::vector<std::pair<std::string, at::Tensor>> backward_order;
   for (const auto& child : model->named_children()) {
     ModulePlanCount count{child.key(), 0, 0, contains(trainable, child.key())};
     for (const auto& p : child.value()->named_parameters()) {
       count.parameters += p.value().numel();
       plan.parameters += p.value().numel() * static_cast<int64_t>(p.value().element_size());
-      if (count.trainable) flat.emplace_back(child.key() + "." + p.key(), p.value().numel());
+      if (count.trainable) {
+        flat.emplace_back(child.key() + "." + p.key(), p.value().numel());
+        backward_order.emplace_back(child.key() + "." + p.key(), p.value());
+      }
     }
     for (const auto& t : child.value()->named_buffers()) {
       count.buffers += t.value().numel();
@@ -260,7 +248,7 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanOptions& options) {
 
   const int64_t n = options.world_size;
   const int64_t b = static_cast<int64_t>(c10::elementSize(options.dtype));
-  const int64_t bucket_bytes = options.bucket_mb << 20;
+  int64_t shard = 0, padded = 0;
   if (options.zero_stage == 3) {
     std::vector<std::string> order;
     std::map<std::string, int64_t> numel;
@@ -270,14 +258,24 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanOptions& options) {
       numel[unit] += count;
     }
     for (const std::string& unit : order) plan.units.push_back({unit, numel[unit]});
+    // Rank r owns chunk r of every unit padded to a multiple of N.
+    for (const PlanUnit& u : plan.units) {
+      shard += ceil_div(u.numel, n);
+      padded += ceil_div(u.numel, n) * n;
+    }
   } else {
-    plan.units = gradient_buckets(flat, bucket_bytes);
+    // The trainer's own layout (ParallelOptimizer): buckets in backward order.
+    std::reverse(backward_order.begin(), backward_order.end());
+    const FlatLayout layout(backward_order,
+                            static_cast<int64_t>(options.bucket_mb * (1 << 20) / 4),
+                            options.zero_stage >= 1 ? n : 1);
+    for (const FlatLayout::Bucket& bucket : layout.buckets) {
+      plan.units.push_back({"bucket " + std::to_string(plan.units.size()), bucket.numel});
+    }
+    shard = layout.shard_numel;
+    padded = layout.padded;
   }
-  // Rank r owns chunk r of every unit padded to a multiple of N.
-  int64_t shard = 0, padded = 0;
   for (const PlanUnit& u : plan.units) {
-    shard += ceil_div(u.numel, n);
-    padded += ceil_div(u.numel, n) * n;
     if (u.name == "root") {
       plan.root_unit = u.numel;
     } else if (u.numel > plan.largest_unit.numel) {
@@ -292,14 +290,15 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanOptions& options) {
     case 0:
     case 1:
       plan.gradients = 4 * padded + transient_grad;
-      plan.optimizer = 12 * (options.zero_stage == 0 ? padded : shard);
+      plan.optimizer = 12 * shard;
       break;
     case 2: {
-      // The two largest buckets can be in flight at once (fp32).
+      // One bucket being filled and two in flight, each a bucket of fp32 (GradientSync).
       std::vector<int64_t> sizes;
       for (const PlanUnit& u : plan.units) sizes.push_back(u.numel);
       std::sort(sizes.rbegin(), sizes.rend());
-      const int64_t in_flight = 4 * (sizes[0] + (sizes.size() > 1 ? sizes[1] : 0));
+      int64_t in_flight = 0;
+      for (size_t i = 0; i < std::min<size_t>(3, sizes.size()); ++i) in_flight += 4 * sizes[i];
       plan.gradients = 4 * shard + in_flight + transient_grad;
       plan.optimizer = 12 * shard;
       break;

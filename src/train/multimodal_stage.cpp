@@ -56,12 +56,13 @@ TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
   const Tokenizer tokenizer = Tokenizer::load(run.tokenizer_dir());
   ParallelOptimizer optimizer(select_trainable(*model, tc.trainable_modules()), tc.optimizer,
                               tc.distributed, run.group, run.device);
+  optimizer.inject_faults(options.faults);
 
   TrainSummary summary;
   data::DataPosition position;
   if (auto state = run.resume(&summary.resumed_from)) {
     load_weights(*model, as_map(state->model));
-    optimizer.load_state(as_map(state->optimizer));
+    optimizer.load_shard(summary.resumed_from, "optimizer");
     run.restore_rng(*state);
     position = run.position_of(*state);
     summary.first_step = state->step;
@@ -87,11 +88,11 @@ TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
     for (int64_t micro = 0; micro < tc.grad_accum; ++micro) {
       data::DataBatch batch = Run::next_batch(loader);
       after = batch.position;
-      if (micro == tc.grad_accum - 1) optimizer.begin_last_micro_batch();
       batch.batch.segment_ids = batch.segment_ids;
       const ExpandedInputs inputs = model->expand(run.to_device(batch.batch));
       const VilaULoss loss = model->loss(inputs, tc.loss_weights);
-      (loss.loss / static_cast<double>(tc.grad_accum)).backward();
+      optimizer.backward(loss.loss / static_cast<double>(tc.grad_accum),
+                         micro == tc.grad_accum - 1);
       totals +=
           at::stack({loss.loss.detach().to(at::kDouble), loss.text_loss.detach().to(at::kDouble),
                      loss.visual_loss.detach().to(at::kDouble),
@@ -108,6 +109,7 @@ TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
         cosine_lr_factor(step, tc.max_steps, tc.optimizer.warmup_ratio, tc.optimizer.min_lr_ratio);
     const ParallelOptimizer::Step result = optimizer.step(factor, finite);
     ++step;
+    if (options.after_step) options.after_step(step, optimizer);
     const double loss = means[0].item<double>();
     summary.losses.push_back(loss);
     if (result.skipped) run.count_skipped(summary, step, result.grad_norm);
@@ -142,12 +144,12 @@ TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
       io::TrainingState state;
       state.step = step;
       state.model = as_named(model->official_state_dict());
-      state.optimizer = as_named(optimizer.state());
       state.scheduler = {{"type", "cosine"},
                          {"step", step},
                          {"total_steps", tc.max_steps},
                          {"warmup_ratio", tc.optimizer.warmup_ratio}};
-      run.save(std::move(state), after);
+      run.save(std::move(state), after,
+               [&optimizer](const std::string& folder) { optimizer.save_shard(folder, "optimizer"); });
     }
   }
   bar.finish();

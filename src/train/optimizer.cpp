@@ -51,19 +51,18 @@ double cosine_lr_factor(int64_t step, int64_t total_steps, double warmup_ratio,
   return min_lr_ratio + (1.0 - min_lr_ratio) * cosine;
 }
 
-ShardedAdamW::ShardedAdamW(std::vector<ParamGroup> groups, const OptimizerConfig& config,
-                           int64_t shard_begin, const at::Tensor& master)
-    : groups_(std::move(groups)), config_(config) {
+ShardedAdamW::ShardedAdamW(std::vector<ParamGroup> groups, std::vector<ShardSegment> segments,
+                           const OptimizerConfig& config, const at::Tensor& master)
+    : groups_(std::move(groups)), segments_(std::move(segments)), config_(config) {
   master_ = master.detach().to(at::kFloat).clone();
   exp_avg_ = at::zeros_like(master_);
   exp_avg_sq_ = at::zeros_like(master_);
-  const int64_t shard_end = shard_begin + master_.numel();
-  for (size_t g = 0; g < groups_.size(); ++g) {
-    const int64_t begin = std::max(groups_[g].begin, shard_begin);
-    const int64_t end = std::min(groups_[g].end, shard_end);
-    if (begin < end) {
-      segments_.push_back({g, begin - shard_begin, end - begin, at::zeros({}, master_.options())});
+  for (const ShardSegment& s : segments_) {
+    if (s.group >= groups_.size() || s.begin < 0 || s.begin + s.length > master_.numel()) {
+      throw Error(describe("AdamW", "segment", "inside the shard and a known group",
+                           std::to_string(s.begin) + "+" + std::to_string(s.length)));
     }
+    step_counts_.push_back(at::zeros({}, master_.options()));
   }
 }
 
@@ -73,46 +72,37 @@ void ShardedAdamW::step(const at::Tensor& grads, double lr_factor) {
                               std::to_string(grads.numel())));
   }
   torch::NoGradGuard no_grad;
-  for (Segment& s : segments_) {
-    const ParamGroup& g = groups_[s.group];
-    const std::vector<at::Tensor> params = {master_.narrow(0, s.begin, s.length)};
-    const std::vector<at::Tensor> grad = {grads.narrow(0, s.begin, s.length)};
-    const std::vector<at::Tensor> m = {exp_avg_.narrow(0, s.begin, s.length)};
-    const std::vector<at::Tensor> v = {exp_avg_sq_.narrow(0, s.begin, s.length)};
-    s.step.add_(1);  // the kernel reads the step count; callers advance it, as torch.optim does
-    const std::vector<at::Tensor> step = {s.step};
-    at::_fused_adamw_(params, grad, m, v, {}, step, g.lr * lr_factor, config_.beta1, config_.beta2,
-                      g.weight_decay, config_.eps, false, false);
+  // One multi-tensor kernel call per group.
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    std::vector<at::Tensor> params, grad, m, v, step;
+    for (size_t i = 0; i < segments_.size(); ++i) {
+      const ShardSegment& s = segments_[i];
+      if (s.group != g) continue;
+      params.push_back(master_.narrow(0, s.begin, s.length));
+      grad.push_back(grads.narrow(0, s.begin, s.length));
+      m.push_back(exp_avg_.narrow(0, s.begin, s.length));
+      v.push_back(exp_avg_sq_.narrow(0, s.begin, s.length));
+      // The kernel reads the step count; callers advance it, as torch.optim does.
+      step_counts_[i].add_(1);
+      step.push_back(step_counts_[i]);
+    }
+    if (params.empty()) continue;
+    at::_fused_adamw_(params, grad, m, v, {}, step, groups_[g].lr * lr_factor, config_.beta1,
+                      config_.beta2, groups_[g].weight_decay, config_.eps, false, false);
   }
   ++steps_;
 }
 
-std::map<std::string, at::Tensor> ShardedAdamW::state() const {
-  return {{"master", master_},
-          {"exp_avg", exp_avg_},
-          {"exp_avg_sq", exp_avg_sq_},
-          {"step", at::tensor({steps_}, at::kLong)}};
+void ShardedAdamW::set_steps(int64_t steps) {
+  steps_ = steps;
+  for (at::Tensor& s : step_counts_) s.fill_(static_cast<double>(steps));
 }
 
-void ShardedAdamW::load_state(const std::map<std::string, at::Tensor>& state) {
-  for (const char* name : {"master", "exp_avg", "exp_avg_sq"}) {
-    const auto it = state.find(name);
-    if (it == state.end() || it->second.numel() != master_.numel()) {
-      throw FormatError(
-          describe("optimizer state", name, std::to_string(master_.numel()) + " values",
-                   it == state.end() ? "missing" : std::to_string(it->second.numel())));
-    }
-  }
-  const auto step = state.find("step");
-  if (step == state.end() || step->second.numel() != 1) {
-    throw FormatError(describe("optimizer state", "step", "one integer", "missing"));
-  }
-  torch::NoGradGuard no_grad;
-  master_.copy_(state.at("master").view(-1));
-  exp_avg_.copy_(state.at("exp_avg").view(-1));
-  exp_avg_sq_.copy_(state.at("exp_avg_sq").view(-1));
-  steps_ = step->second.to(at::kLong).item<int64_t>();
-  for (Segment& s : segments_) s.step.fill_(static_cast<double>(steps_));
+at::Tensor& ShardedAdamW::mutable_state(const std::string& name) {
+  if (name == "master") return master_;
+  if (name == "exp_avg") return exp_avg_;
+  if (name == "exp_avg_sq") return exp_avg_sq_;
+  throw FormatError(describe("optimizer state", name, "master, exp_avg or exp_avg_sq", name));
 }
 
 }  // namespace vilau

@@ -21,6 +21,8 @@ Run::Run(const Config& c, const std::string& yaml, const ProcessGroup& g)
     : config(c), train(*c.train), group(g), config_yaml(yaml) {
   device = training_device(train, group.env().local_rank);
   dtype = parse_dtype(train.precision, device);
+  // Whatever the model's origin, the same config and seed draw the same dropout masks.
+  torch::manual_seed(static_cast<uint64_t>(train.seed));
   if (device.is_cuda()) {
     torch::cuda::manual_seed_all(static_cast<uint64_t>(train.seed));
   }
@@ -79,7 +81,8 @@ std::optional<io::TrainingState> Run::resume(std::string* folder) const {
   return std::nullopt;
 }
 
-void Run::save(io::TrainingState state, const data::DataPosition& position) {
+void Run::save(io::TrainingState state, const data::DataPosition& position,
+               const std::function<void(const std::string& folder)>& write_shards) {
   // Every rank's data position and RNG state, so that each resumes where it was.
   at::Tensor mine = at::tensor({position.epoch, position.index}, at::kLong);
   at::Tensor positions = at::empty({2 * group.world_size()}, at::kLong);
@@ -101,8 +104,12 @@ void Run::save(io::TrainingState state, const data::DataPosition& position) {
     }
   }
   state.config_yaml = config_yaml;
+  if (is_main()) checkpoints_->prepare(state.step);
+  group.barrier();
+  write_shards(checkpoints_->staging_folder(state.step));
+  group.barrier();
   if (is_main()) {
-    const std::string folder = checkpoints_->save(state);
+    const std::string folder = checkpoints_->commit(state);
     spdlog::info("saved checkpoint {}", folder);
   }
   group.barrier();
@@ -110,16 +117,40 @@ void Run::save(io::TrainingState state, const data::DataPosition& position) {
 
 data::DataPosition Run::position_of(const io::TrainingState& state) const {
   const auto& list = state.data.at("positions");
-  if (static_cast<int64_t>(list.size()) != group.world_size()) {
-    throw ConfigError(describe("resume", "world size",
-                               std::to_string(list.size()) + " ranks, as the checkpoint was saved",
-                               std::to_string(group.world_size())));
+  const int64_t saved = static_cast<int64_t>(list.size());
+  if (saved == group.world_size()) {
+    return data::DataPosition::from_json(list.at(static_cast<size_t>(group.rank())),
+                                         "checkpoint data position");
   }
-  return data::DataPosition::from_json(list.at(static_cast<size_t>(group.rank())),
-                                       "checkpoint data position");
+  // Rank r of W read samples r, r + W, ... of the epoch's order: with equal counts k the
+  // run consumed exactly samples [0, k W), which M ranks continue at k W / M each.
+  std::vector<data::DataPosition> positions;
+  for (const auto& p : list) {
+    positions.push_back(data::DataPosition::from_json(p, "checkpoint data position"));
+  }
+  for (const auto& p : positions) {
+    if (!(p == positions.front())) {
+      throw ConfigError(describe(
+          "resume on " + std::to_string(group.world_size()) + " ranks", "checkpoint data positions",
+          "the same on every one of the " + std::to_string(saved) + " saved ranks",
+          "epoch " + std::to_string(p.epoch) + " index " + std::to_string(p.index) +
+              " against epoch " + std::to_string(positions.front().epoch) + " index " +
+              std::to_string(positions.front().index)));
+    }
+  }
+  const int64_t consumed = positions.front().index * saved;
+  if (consumed % group.world_size() != 0) {
+    throw ConfigError(describe("resume on " + std::to_string(group.world_size()) + " ranks",
+                               "samples consumed in the epoch",
+                               "a multiple of the world size", std::to_string(consumed)));
+  }
+  spdlog::info("resuming a checkpoint of {} ranks on {}: {} samples of epoch {} consumed", saved,
+               group.world_size(), consumed, positions.front().epoch);
+  return {positions.front().epoch, consumed / group.world_size()};
 }
 
 void Run::restore_rng(const io::TrainingState& state) const {
+  // On another world size, ranks that did not exist keep the generator train.seed gave them.
   io::NamedTensors mine;
   const std::string prefix = "rank" + std::to_string(group.rank()) + ".";
   for (const auto& [name, t] : state.rng) {

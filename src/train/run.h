@@ -3,6 +3,7 @@
 // fallback to an older one, metrics and progress. Internal to src/train.
 #include <torch/torch.h>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -32,9 +33,14 @@ class Run {
 
   // The newest checkpoint that loads; a broken one is reported and the previous one used.
   std::optional<io::TrainingState> resume(std::string* folder) const;
-  // Rank 0 writes; every rank must call it (positions and RNG states are gathered).
-  void save(io::TrainingState state, const data::DataPosition& position);
-  // This rank's data position and RNG state from a checkpoint.
+  // Every rank must call it (positions and RNG states are gathered). Each rank's
+  // write_shards writes its own files (optimizer shards) into the checkpoint's staging
+  // folder; rank 0 writes the rest and commits.
+  void save(io::TrainingState state, const data::DataPosition& position,
+            const std::function<void(const std::string& folder)>& write_shards);
+  // This rank's data position and RNG state from a checkpoint. A checkpoint saved on
+  // another number of ranks continues where the whole run was: the samples consumed by all
+  // ranks are split evenly over the ranks now (ConfigError when they cannot be).
   data::DataPosition position_of(const io::TrainingState& state) const;
   void restore_rng(const io::TrainingState& state) const;
 

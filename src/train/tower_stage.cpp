@@ -65,7 +65,14 @@ TrainSummary train_tower(Run& run, const TrainOptions& options) {
     perceptual->eval();
     for (at::Tensor& p : perceptual->parameters()) p.requires_grad_(false);
   }
-  if (run.group.distributed()) tower->quantizer->set_process_group(run.group.backend());
+  if (run.group.distributed()) {
+    const ProcessGroup& group = run.group;
+    ResidualQuantizerImpl::RankSync sync;
+    sync.all_reduce_sum = [&group](at::Tensor& t) { group.all_reduce_sum(t); };
+    sync.broadcast_from_first = [&group](at::Tensor& t) { group.broadcast(t, 0); };
+    sync.first = group.rank() == 0;
+    tower->quantizer->set_rank_sync(std::move(sync));
+  }
   const data::DataConfig& dc = *run.config.data;
   config_check(dc.image_size == config.vision_tower.vision.image_size, "data.image_size",
                std::to_string(config.vision_tower.vision.image_size) + ", the tower's",
@@ -78,6 +85,7 @@ TrainSummary train_tower(Run& run, const TrainOptions& options) {
   disc_config.lr = tc.discriminator_lr;
   ParallelOptimizer critic(prefixed(*discriminator, "discriminator.", false), disc_config,
                            tc.distributed, run.group, run.device);
+  generator.inject_faults(options.faults);
   const at::Tensor last_layer = tower->decoder->named_parameters()["decoder.conv_out.weight"];
 
   TrainSummary summary;
@@ -90,12 +98,8 @@ TrainSummary train_tower(Run& run, const TrainOptions& options) {
     };
     tower->load([&lookup](const std::string& name) { return lookup("vision_tower." + name); });
     load_module(*discriminator, lookup, "discriminator.");
-    std::map<std::string, at::Tensor> g, d;
-    for (const auto& [name, t] : state->optimizer) {
-      (name.rfind("generator.", 0) == 0 ? g : d)[name.substr(name.find('.') + 1)] = t;
-    }
-    generator.load_state(g);
-    critic.load_state(d);
+    generator.load_shard(summary.resumed_from, "generator");
+    critic.load_shard(summary.resumed_from, "discriminator");
     run.restore_rng(*state);
     position = run.position_of(*state);
     summary.first_step = state->step;
@@ -119,7 +123,6 @@ TrainSummary train_tower(Run& run, const TrainOptions& options) {
       data::DataBatch batch = Run::next_batch(loader);
       after = batch.position;
       const at::Tensor pixels = batch.batch.images.to(run.device, run.dtype);
-      if (micro == tc.grad_accum - 1) generator.begin_last_micro_batch();
       const auto quantized = tower->quantizer->forward(tower->vision->grid(pixels));
       const at::Tensor reconstruction = tower->decoder->forward(quantized.z_q);
       TowerLossTerms terms;
@@ -144,7 +147,7 @@ TrainSummary train_tower(Run& run, const TrainOptions& options) {
         adaptive = adaptive_gan_weight(nll, terms.generator, last_layer, lc.gan_weight);
       }
       const at::Tensor loss = combine_tower_losses(terms, lc, adaptive, step);
-      (loss / static_cast<double>(tc.grad_accum)).backward();
+      generator.backward(loss / static_cast<double>(tc.grad_accum), micro == tc.grad_accum - 1);
       loss_sum += loss.item<double>();
       for (const auto& [name, t] :
            std::map<std::string, at::Tensor>{{"contrastive", terms.contrastive},
@@ -166,10 +169,9 @@ TrainSummary train_tower(Run& run, const TrainOptions& options) {
     bool critic_finite = true;
     if (gan) {
       for (size_t i = 0; i < fakes.size(); ++i) {
-        if (i + 1 == fakes.size()) critic.begin_last_micro_batch();
         const at::Tensor d_loss = hinge_discriminator_loss(discriminator->forward(reals[i]),
                                                            discriminator->forward(fakes[i]));
-        (d_loss / static_cast<double>(fakes.size())).backward();
+        critic.backward(d_loss / static_cast<double>(fakes.size()), i + 1 == fakes.size());
         disc_sum += d_loss.item<double>() / static_cast<double>(fakes.size());
       }
       critic_finite = std::isfinite(disc_sum);
@@ -177,6 +179,7 @@ TrainSummary train_tower(Run& run, const TrainOptions& options) {
     // Whether the critic trains depends on the step alone, so every rank agrees.
     if (gan) critic.step(factor, critic_finite);
     ++step;
+    if (options.after_step) options.after_step(step, generator);
     const double loss = mean_over_ranks(run.group, loss_sum / static_cast<double>(tc.grad_accum));
     summary.losses.push_back(loss);
     if (result.skipped) run.count_skipped(summary, step, result.grad_norm);
@@ -208,15 +211,15 @@ TrainSummary train_tower(Run& run, const TrainOptions& options) {
     if (run.checkpoint_due(step)) {
       io::TrainingState state;
       state.step = step;
-      TensorMap weights, optimizer_state;
+      TensorMap weights;
       for (auto& [name, t] : tower->official_state_dict()) weights["vision_tower." + name] = t;
       add_module_tensors(weights, "discriminator.", *discriminator);
-      for (auto& [name, t] : generator.state()) optimizer_state["generator." + name] = t;
-      for (auto& [name, t] : critic.state()) optimizer_state["discriminator." + name] = t;
       state.model = as_named(weights);
-      state.optimizer = as_named(optimizer_state);
       state.scheduler = {{"type", "cosine"}, {"step", step}, {"total_steps", tc.max_steps}};
-      run.save(std::move(state), after);
+      run.save(std::move(state), after, [&](const std::string& folder) {
+        generator.save_shard(folder, "generator");
+        critic.save_shard(folder, "discriminator");
+      });
     }
   }
   bar.finish();

@@ -189,10 +189,7 @@ void ResidualQuantizerImpl::update_codebook(RqCodebookImpl& codebook, const torc
   torch::Tensor stats = torch::zeros({k, embed_dim_ + 1}, opts);
   stats.narrow(1, 0, embed_dim_).index_add_(0, codes, vectors);
   stats.select(1, embed_dim_).index_add_(0, codes, torch::ones({codes.size(0)}, opts));
-  if (group_) {
-    std::vector<torch::Tensor> tensors{stats};
-    group_->allreduce(tensors)->wait();
-  }
+  if (sync_) sync_->all_reduce_sum(stats);
   const double decay = config_.decay;
   codebook.cluster_size_ema.mul_(decay).add_(stats.select(1, embed_dim_), 1.0 - decay);
   codebook.embed_ema.mul_(decay).add_(stats.narrow(1, 0, embed_dim_), 1.0 - decay);
@@ -217,7 +214,7 @@ void ResidualQuantizerImpl::restart_dead_codes(RqCodebookImpl& codebook,
   }
   const int64_t k = codebook.codebook_size();
   torch::Tensor picks;
-  if (!group_ || group_->getRank() == 0) {
+  if (!sync_ || sync_->first) {
     const int64_t n = rows.size(0);
     if (n == 0) {
       throw ShapeError(
@@ -236,12 +233,7 @@ void ResidualQuantizerImpl::restart_dead_codes(RqCodebookImpl& codebook,
   } else {
     picks = torch::empty({n_dead, embed_dim_}, codebook.embed_ema.options());
   }
-  if (group_) {
-    std::vector<torch::Tensor> tensors{picks};
-    c10d::BroadcastOptions opts;
-    opts.rootRank = 0;
-    group_->broadcast(tensors, opts)->wait();
-  }
+  if (sync_) sync_->broadcast_from_first(picks);
   codebook.embed_ema.index_copy_(0, dead, picks);
   codebook.cluster_size_ema.index_fill_(0, dead, 1.0);
 }

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <map>
+#include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 
 #include "spawn_ranks.h"
@@ -289,6 +290,23 @@ class StoreBackend final : public c10d::Backend {
   int64_t seq_ = 0;
 };
 
+// The collectives the trainer would hand the quantizer, here over the store.
+ResidualQuantizerImpl::RankSync sync_over(const c10::intrusive_ptr<StoreBackend>& group) {
+  ResidualQuantizerImpl::RankSync sync;
+  sync.all_reduce_sum = [group](torch::Tensor& t) {
+    std::vector<at::Tensor> tensors{t};
+    group->allreduce(tensors, c10d::AllreduceOptions());
+  };
+  sync.broadcast_from_first = [group](torch::Tensor& t) {
+    std::vector<at::Tensor> tensors{t};
+    c10d::BroadcastOptions options;
+    options.rootRank = 0;
+    group->broadcast(tensors, options);
+  };
+  sync.first = group->getRank() == 0;
+  return sync;
+}
+
 // Both ranks and the single-process reference build identical modules and data.
 ResidualQuantizer dist_quantizer(bool restart) {
   torch::manual_seed(1234);
@@ -321,12 +339,12 @@ TEST(ResidualQuantizerDist, Worker) {
   auto group = c10::make_intrusive<StoreBackend>(store, rank, 2);
 
   ResidualQuantizer plain = dist_quantizer(false);
-  plain->set_process_group(group);
+  plain->set_rank_sync(sync_over(group));
   const torch::Tensor x = dist_data();
   for (int64_t step = 0; step < x.size(0); ++step) plain->forward(x[step][rank]);
 
   ResidualQuantizer restarted = dist_quantizer(true);
-  restarted->set_process_group(group);
+  restarted->set_rank_sync(sync_over(group));
   // Different picks and noise on each rank: only the broadcast can make them agree.
   restarted->set_generator(at::make_generator<at::CPUGeneratorImpl>(7 + rank));
   restarted->forward(restart_data()[rank]);

@@ -68,8 +68,7 @@ TEST(ParallelOptimizerTest, MatchesTorchAdamWAndSkipsNonFiniteSteps) {
                                              torch::optim::AdamWOptions(0.1).weight_decay(0.0)))});
   for (int step = 0; step < 4; ++step) {
     const at::Tensor x = torch::randn({5, 4});
-    optimizer.begin_last_micro_batch();
-    ours->forward(x).square().sum().backward();
+    optimizer.backward(ours->forward(x).square().sum(), true);
     const auto result = optimizer.step(1.0, true);
     EXPECT_FALSE(result.skipped);
     adamw.zero_grad();
@@ -79,8 +78,7 @@ TEST(ParallelOptimizerTest, MatchesTorchAdamWAndSkipsNonFiniteSteps) {
     EXPECT_LE(testing::relative_error(ours->bias, reference->bias), 1e-6) << step;
   }
   const at::Tensor before = ours->weight.detach().clone();
-  optimizer.begin_last_micro_batch();
-  (ours->forward(torch::randn({5, 4})).sum() * std::nan("")).backward();
+  optimizer.backward(ours->forward(torch::randn({5, 4})).sum() * std::nan(""), true);
   EXPECT_TRUE(optimizer.step(1.0, true).skipped);
   testing::expect_bitwise_equal(ours->weight.detach(), before);
 }

@@ -1,61 +1,69 @@
 #pragma once
-// Data parallelism over a ProcessGroup: every trainable parameter has a slot in one flat
-// fp32 gradient buffer, and the ranks combine their gradients in it.
+// Gradient synchronisation for data parallelism over a ProcessGroup, overlapped with
+// backward.
 //
-// - DDP (zero_stage 0, 1): the buffer is split into buckets in reverse parameter order,
-//   roughly the order backward produces gradients. A hook on each parameter's gradient
-//   accumulator copies the gradient into its slot; a bucket whose slots are all filled is
-//   all-reduced at once, while backward goes on. Buckets start strictly in index order on
-//   every rank, so ranks whose graphs differ (a batch without image targets leaves the depth
-//   transformer unused) still issue the same collectives; unused slots count as zeros.
-// - ZeRO-2 (zero_stage 2): after backward the gradients are reduce-scattered, so each rank
-//   keeps only the shard its optimizer owns, and the parameters' .grad are freed.
+// A hook after each parameter's gradient accumulation adds the gradient into an fp32 buffer
+// and frees .grad, so micro-batches accumulate in fp32 whatever the parameters' dtype. As
+// soon as every gradient of a bucket (FlatLayout) exists, the bucket's collective is
+// launched while backward goes on. Buckets launch strictly in layout order on every rank, so
+// ranks whose graphs differ (a batch without image targets) issue the same collectives;
+// gradients a rank's graph did not produce count as zeros when backward ends.
+//
+// - Unsharded (ZeRO-0/1): one fp32 accumulator [padded] holds every gradient; on the step's
+//   last micro-batch each bucket is all-reduced in place.
+// - Sharded (ZeRO-2): no full-size buffer exists. A bucket's gradients are staged in a
+//   buffer of the bucket's size, reduce-scattered into this rank's fp32 gradient shard after
+//   every micro-batch, and the staging buffer is freed; at most two are in flight.
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <memory>
-#include <string>
-#include <utility>
 #include <vector>
 
+#include "vilau/dist/flat_layout.h"
 #include "vilau/dist/process_group.h"
 
 namespace vilau {
 
-// Where each parameter lives in the flat buffers. The total is padded to a multiple of the
-// world size so that every rank owns an equal shard.
-struct FlatLayout {
-  std::vector<std::string> names;
-  std::vector<at::Tensor> params;
-  std::vector<int64_t> offsets;  // start of each parameter
-  int64_t numel = 0;             // without padding
-  int64_t padded = 0;
-  int64_t shard_size(int64_t world) const { return padded / world; }
-
-  FlatLayout(std::vector<std::pair<std::string, at::Tensor>> named, int64_t world_size);
-  // Parameters -> flat fp32 [padded], padding zero.
-  at::Tensor gather(at::ScalarType dtype = at::kFloat) const;
-  // flat [padded] -> parameters, cast to each parameter's dtype.
-  void scatter(const at::Tensor& flat) const;
-};
-
 class GradientSync {
  public:
-  // bucket_bytes: size of a DDP bucket in fp32 bytes.
-  GradientSync(const FlatLayout& layout, const ProcessGroup& group, int64_t zero_stage,
-               int64_t bucket_bytes, at::Device device);
+  struct Options {
+    bool shard_gradients = false;            // ZeRO-2
+    at::ScalarType reduce_dtype = at::kFloat;  // what the collectives move
+    at::Device device{at::kCPU};
+  };
+  // Hooks the layout's parameters, which must be leaves that require grad.
+  GradientSync(const FlatLayout& layout, const ProcessGroup& group, Options options);
   ~GradientSync();
   GradientSync(const GradientSync&) = delete;
   GradientSync& operator=(const GradientSync&) = delete;
 
-  // Call before the backward of the last micro-batch of a step: only then do the hooks
-  // copy and reduce (earlier micro-batches accumulate into .grad as usual).
-  void begin_sync();
-  // Waits for every reduction and returns this rank's gradients, averaged over ranks:
-  // the full flat buffer [padded] for DDP, this rank's shard for ZeRO-2. Frees .grad.
-  at::Tensor finish();
+  // Around each micro-batch's backward. `last`: the step's last micro-batch, whose backward
+  // completes the unsharded all-reduce (sharded buckets are reduced after every one).
+  void begin_backward(bool last);
+  void end_backward();
+  // After the last micro-batch: waits for every collective and returns this rank's
+  // gradients averaged over ranks: [padded] unsharded, [shard_numel] sharded. Valid until
+  // the next begin_backward, which starts the next step from zero.
+  const at::Tensor& finish();
 
-  int64_t buckets() const;
+  // Bytes of gradient buffers this rank holds between steps.
+  int64_t buffer_bytes() const;
+
+  // One record per collective launched in the current step, for the overlap test.
+  struct Launch {
+    int64_t bucket = 0;
+    int64_t gradients_ready = 0;  // parameters whose gradient existed at the launch, of all
+    bool during_backward = false;
+  };
+  const std::vector<Launch>& launches() const;
+
+  // Deliberate bugs the equivalence tests must catch; never set outside tests.
+  struct Faults {
+    bool skip_average = false;  // forget to divide by the world size
+    int64_t reduce_twice = -1;  // this bucket is reduced twice
+  };
+  void inject_faults(Faults faults);
 
   struct Impl;  // public only so that the autograd hooks can reach it
 

@@ -10,7 +10,6 @@
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <torch/csrc/distributed/c10d/Backend.hpp>
 
 namespace vilau {
 
@@ -38,10 +37,6 @@ class ProcessGroup {
   int64_t world_size() const { return env_.world_size; }
   bool distributed() const { return env_.world_size > 1; }
   const DistEnv& env() const { return env_; }
-  // The c10d backend (nullptr for a single process), for modules that communicate
-  // themselves (the quantizer's codebook EMA).
-  c10::intrusive_ptr<c10d::Backend> backend() const;
-
   // In place; blocking. Sum or average across ranks.
   void all_reduce_sum(at::Tensor& t) const;
   void all_reduce_mean(at::Tensor& t) const;
@@ -52,13 +47,15 @@ class ProcessGroup {
   void broadcast(at::Tensor& t, int64_t root = 0) const;
   void barrier() const;
 
-  // Asynchronous all-reduce (sum) for gradient buckets: returns a handle to wait on.
+  // Asynchronous collectives for gradient buckets: a handle to wait on. The tensors must
+  // stay alive until then.
   class Pending {
    public:
     virtual ~Pending() = default;
     virtual void wait() = 0;
   };
   std::unique_ptr<Pending> all_reduce_sum_async(at::Tensor& t) const;
+  std::unique_ptr<Pending> reduce_scatter_sum_async(at::Tensor& output, at::Tensor& input) const;
 
  private:
   struct Impl;

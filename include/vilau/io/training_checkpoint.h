@@ -3,7 +3,9 @@
 // sibling folder, flushed, then renamed into place, and only then does `root/latest`, the
 // commit point, name it. Layout of root/step-00000100/:
 //   model.safetensors (or model-0000i-of-0000n.safetensors + model.safetensors.index.json)
-//   optimizer.safetensors, rng.safetensors, trainer_state.json, config.yaml
+//   optimizer.safetensors (when the state has one), rng.safetensors, trainer_state.json,
+//   config.yaml, and whatever the ranks wrote into the staging folder (sharded optimizer
+//   state: every rank writes its own files there between prepare() and commit()).
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
@@ -19,8 +21,9 @@ struct TrainingState {
   int64_t step = 0;
   // Loaded back as read-only views of the mapped files: copy them into the parameters.
   NamedTensors model;
-  // Optimizer state, e.g. "exp_avg.<param>", "step.<param>". Loaded back as owned tensors,
-  // since optimizers update their state in place.
+  // Optimizer state kept in one file, e.g. "exp_avg.<param>" (empty when the optimizer
+  // writes its own shards). Loaded back as owned tensors, since optimizers update their
+  // state in place.
   NamedTensors optimizer;
   NamedTensors rng;          // generator states from capture_rng_states()
   nlohmann::json scheduler;  // learning-rate scheduler state
@@ -49,6 +52,12 @@ class CheckpointManager {
   // `latest` at it, then deletes old checkpoints so that keep_last remain: the one `latest`
   // names and the highest other steps. Returns the checkpoint's folder.
   std::string save(const TrainingState& state);
+  // save() in two halves, for state that several processes write: prepare() empties and
+  // returns the staging folder of `step` (staging_folder(step) names it for the other
+  // processes), then commit() writes the rest into it and moves it into place.
+  std::string prepare(int64_t step);
+  std::string staging_folder(int64_t step) const;
+  std::string commit(const TrainingState& state);
   // The folder `latest` names; nullopt before the first save. IoError when it names a
   // folder that is gone, FormatError when it holds no checkpoint name.
   std::optional<std::string> latest() const;

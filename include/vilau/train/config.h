@@ -13,14 +13,18 @@
 namespace vilau {
 
 struct DistributedConfig {
-  int64_t zero_stage = 0;   // 0: DDP, 1: optimizer state sharded, 2: gradients too
-  int64_t bucket_mb = 25;   // DDP all-reduce bucket size
-  int64_t timeout_s = 600;  // a collective that waits longer fails every rank
+  int64_t zero_stage = 0;  // 0: DDP, 1: optimizer state sharded, 2: gradients too
+  // Gradient bucket size in fp32 megabytes: each bucket's collective starts as soon as
+  // backward has produced all of its gradients.
+  double bucket_mb = 25.0;
+  std::string reduce_dtype = "fp32";  // fp32 | bf16: what gradient collectives move
+  int64_t timeout_s = 600;            // a collective that waits longer fails every rank
 
   template <class V>
   void visit(V& v) {
     v.field("zero_stage", zero_stage);
     v.field("bucket_mb", bucket_mb);
+    v.field("reduce_dtype", reduce_dtype);
     v.field("timeout_s", timeout_s);
   }
   void validate(const std::string& path) const;

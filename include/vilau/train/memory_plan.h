@@ -29,7 +29,7 @@ struct PlanOptions {
   // the multimodal stages' default.
   std::vector<std::string> trainable;
   at::ScalarType dtype = at::kBFloat16;  // parameters and activations (masters are fp32)
-  int64_t bucket_mb = 25;                // train.distributed.bucket_mb
+  double bucket_mb = 25;                 // train.distributed.bucket_mb
   // Positions per sample that are image/video generation targets (the depth transformer
   // runs there, lm_head elsewhere); -1: the worst case of the two heads.
   int64_t visual_positions = -1;

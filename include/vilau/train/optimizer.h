@@ -5,7 +5,6 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -53,43 +52,46 @@ struct OptimizerConfig {
 double cosine_lr_factor(int64_t step, int64_t total_steps, double warmup_ratio,
                         double min_lr_ratio);
 
-// A contiguous range of the flat buffer sharing lr and weight decay (one module, with or
-// without decay: biases, norms and other 1-D tensors are not decayed).
+// Parameters sharing lr and weight decay (one module, with or without decay: biases, norms
+// and other 1-D tensors are not decayed).
 struct ParamGroup {
   std::string name;
-  int64_t begin = 0, end = 0;
   double lr = 0.0;
   double weight_decay = 0.0;
 };
 
+// A range of this rank's shard whose elements all belong to one group.
+struct ShardSegment {
+  size_t group = 0;
+  int64_t begin = 0, length = 0;
+};
+
 class ShardedAdamW {
  public:
-  // master: this rank's fp32 weights [shard_end - shard_begin], copied.
-  ShardedAdamW(std::vector<ParamGroup> groups, const OptimizerConfig& config, int64_t shard_begin,
-               const at::Tensor& master);
+  // master: this rank's fp32 weights, copied; the segments cover the parts that train
+  // (padding between them stays untouched).
+  ShardedAdamW(std::vector<ParamGroup> groups, std::vector<ShardSegment> segments,
+               const OptimizerConfig& config, const at::Tensor& master);
 
   // grads: fp32, the shard's size. lr_factor scales every group's lr.
   void step(const at::Tensor& grads, double lr_factor);
 
   const at::Tensor& master() const { return master_; }
+  const at::Tensor& exp_avg() const { return exp_avg_; }
+  const at::Tensor& exp_avg_sq() const { return exp_avg_sq_; }
   const std::vector<ParamGroup>& groups() const { return groups_; }
   int64_t steps() const { return steps_; }
-
-  // "master", "exp_avg", "exp_avg_sq" for the shard, and "step".
-  std::map<std::string, at::Tensor> state() const;
-  // FormatError naming the tensor on a missing or mis-shaped entry.
-  void load_state(const std::map<std::string, at::Tensor>& state);
+  // After the state was written into master() / exp_avg() / exp_avg_sq() from a checkpoint.
+  void set_steps(int64_t steps);
+  // Shard element i -> its state, for loading: master, exp_avg, exp_avg_sq.
+  at::Tensor& mutable_state(const std::string& name);
 
  private:
-  struct Segment {
-    size_t group;
-    int64_t begin, length;  // within the shard
-    at::Tensor step;        // the fused kernel's per-tensor step counter
-  };
   std::vector<ParamGroup> groups_;
+  std::vector<ShardSegment> segments_;
   OptimizerConfig config_;
   at::Tensor master_, exp_avg_, exp_avg_sq_;
-  std::vector<Segment> segments_;
+  std::vector<at::Tensor> step_counts_;  // the fused kernel's per-tensor step, per segment
   int64_t steps_ = 0;
 };
 

@@ -1,18 +1,22 @@
 #pragma once
 // One optimisation step for a set of trainable parameters, however the run is spread:
-// gradients combined across ranks (DDP or ZeRO-2), the global norm clipped, NaN/Inf steps
-// skipped, AdamW on fp32 master weights (this rank's shard under ZeRO-1/2), and the new
-// weights written back into the parameters in their own dtype (bf16 on GPU).
+// gradients synchronised during backward (GradientSync: DDP, or reduce-scattered into this
+// rank's shard under ZeRO-2), the global norm clipped, NaN/Inf steps skipped, AdamW on fp32
+// master weights (this rank's shard under ZeRO-1/2), and the new weights written back into
+// the parameters in their own dtype (bf16 on GPU), one bucket at a time.
+//
+// Its state is saved per rank: each rank writes only its shard, and an index records the
+// flat layout, so a checkpoint loads on any world size and ZeRO stage (docs/training.md).
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "vilau/dist/data_parallel.h"
+#include "vilau/dist/flat_layout.h"
 #include "vilau/dist/process_group.h"
 #include "vilau/train/config.h"
 #include "vilau/train/optimizer.h"
@@ -21,14 +25,17 @@ namespace vilau {
 
 class ParallelOptimizer {
  public:
-  // Parameters named "<module>.<...>"; the module picks the learning rate (OptimizerConfig::
-  // lr_of), and tensors of fewer than 2 dimensions (biases, norms) get no weight decay.
+  // Parameters named "<module>.<...>", in the order the forward uses them (registration
+  // order); backward produces their gradients in about the reverse order, which is the
+  // bucket order. The module picks the learning rate (OptimizerConfig::lr_of), and tensors
+  // of fewer than 2 dimensions (biases, norms) get no weight decay.
   ParallelOptimizer(std::vector<std::pair<std::string, at::Tensor>> params,
                     const OptimizerConfig& optimizer, const DistributedConfig& distributed,
                     const ProcessGroup& group, at::Device device);
 
-  // Before the backward of a step's last micro-batch: lets DDP reduce during backward.
-  void begin_last_micro_batch() { sync_->begin_sync(); }
+  // One micro-batch's backward of `loss`, its gradients synchronised while it runs.
+  // `last`: the step's last micro-batch.
+  void backward(const at::Tensor& loss, bool last);
 
   struct Step {
     double grad_norm = 0.0;  // before clipping
@@ -39,20 +46,31 @@ class ParallelOptimizer {
 
   int64_t parameters() const { return layout_.numel; }
   const std::vector<ParamGroup>& groups() const { return optimizer_->groups(); }
+  const FlatLayout& layout() const { return layout_; }
+  const GradientSync& gradient_sync() const { return *sync_; }
+  void inject_faults(GradientSync::Faults faults) { sync_->inject_faults(faults); }
 
-  // The full optimizer state (gathered from every shard), identical on every rank; all
-  // ranks must call it. load_state takes it back, on any world size.
-  std::map<std::string, at::Tensor> state() const;
-  void load_state(const std::map<std::string, at::Tensor>& state);
+  // Bytes this rank holds between steps.
+  int64_t state_bytes() const { return 3 * 4 * layout_.shard_numel; }  // master + moments
+  int64_t gradient_bytes() const { return sync_->buffer_bytes(); }
+  int64_t parameter_bytes() const;
+
+  // Every rank calls it: writes folder/<name>-rank<r>-of-<n>.safetensors with this rank's
+  // pieces (rank 0 only, when nothing is sharded), and rank 0 writes <name>.index.json.
+  void save_shard(const std::string& folder, const std::string& name) const;
+  // Reads this rank's pieces from a checkpoint written on any number of ranks at any ZeRO
+  // stage, from memory-mapped files, then writes the weights into the parameters. Every
+  // rank calls it. FormatError naming the file and key when the index or a piece is wrong
+  // or describes other parameters.
+  void load_shard(const std::string& folder, const std::string& name);
 
  private:
-  at::Tensor full(const at::Tensor& shard) const;
+  void write_back();
 
   const ProcessGroup& group_;
   OptimizerConfig config_;
   int64_t zero_stage_;
   FlatLayout layout_;
-  int64_t shard_begin_ = 0;
   std::unique_ptr<GradientSync> sync_;
   std::unique_ptr<ShardedAdamW> optimizer_;
 };

@@ -6,21 +6,31 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "vilau/config.h"
+#include "vilau/dist/data_parallel.h"
 #include "vilau/dist/process_group.h"
 
 namespace vilau {
+
+class ParallelOptimizer;
 
 struct TrainOptions {
   // Stop after this global step without the final checkpoint or export, as if the process
   // had been killed there (tests of resuming). Negative: run to the end.
   int64_t stop_after_step = -1;
   bool progress = true;  // the progress bar on rank 0
+  // Called on every rank after each optimizer step with the step number and the optimizer
+  // of the trained model (the generator's in the tower stage), e.g. to inspect when the
+  // gradient collectives ran.
+  std::function<void(int64_t step, const ParallelOptimizer& optimizer)> after_step;
+  // Tests only: deliberate gradient-sync bugs the equivalence tests must catch.
+  GradientSync::Faults faults;
 };
 
 struct TrainSummary {

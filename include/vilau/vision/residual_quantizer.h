@@ -7,8 +7,8 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
-#include <torch/csrc/distributed/c10d/Backend.hpp>
 
 #include "vilau/vision/config.h"
 
@@ -66,9 +66,15 @@ class ResidualQuantizerImpl : public torch::nn::Module {
   // as residual_inputs() returns them; codes: [..., D]. Depths are updated in order.
   void update_codebooks(const torch::Tensor& inputs, const torch::Tensor& codes);
 
-  // Cluster counts and sums are summed over this group and restarted codes come from rank 0,
-  // so every rank keeps identical codebooks. nullptr: a single process.
-  void set_process_group(c10::intrusive_ptr<c10d::Backend> group) { group_ = std::move(group); }
+  // How data-parallel ranks keep identical codebooks: cluster counts and sums are summed
+  // over the ranks and restarted codes come from the first rank. The trainer provides the
+  // collectives (this module stays single-device); nullopt: a single process.
+  struct RankSync {
+    std::function<void(torch::Tensor&)> all_reduce_sum;
+    std::function<void(torch::Tensor&)> broadcast_from_first;
+    bool first = true;  // this is the rank the restart picks come from
+  };
+  void set_rank_sync(std::optional<RankSync> sync) { sync_ = std::move(sync); }
   // Draws the restart picks and noise; unset: the default generator of the device.
   void set_generator(std::optional<at::Generator> generator) { generator_ = std::move(generator); }
   // Rows of the input whose distances to all K codes are materialised at once.
@@ -90,7 +96,7 @@ class ResidualQuantizerImpl : public torch::nn::Module {
   int64_t embed_dim_;
   int64_t chunk_rows_ = 2048;
   std::vector<RqCodebook> codebooks_;  // one per depth; all the same module when shared
-  c10::intrusive_ptr<c10d::Backend> group_;
+  std::optional<RankSync> sync_;
   std::optional<at::Generator> generator_;
 };
 TORCH_MODULE(ResidualQuantizer);

@@ -1,0 +1,93 @@
+#include "vilau/dist/flat_layout.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+
+#include "vilau/core/error.h"
+
+namespace vilau {
+
+FlatLayout::FlatLayout(std::vector<std::pair<std::string, at::Tensor>> named,
+                       int64_t bucket_numel, int64_t shard_count)
+    : shards(shard_count) {
+  if (shards < 1) {
+    throw Error(describe("flat layout", "shards", ">= 1", std::to_string(shards)));
+  }
+  const int64_t cap = std::max<int64_t>(1, bucket_numel);
+  for (auto& [name, tensor] : named) {
+    if (buckets.empty() || buckets.back().numel >= cap) {
+      Bucket b;
+      b.begin = padded;
+      b.first_param = b.end_param = static_cast<int64_t>(params.size());
+      b.shard_offset = shard_numel;
+      buckets.push_back(b);
+    }
+    Bucket& b = buckets.back();
+    Param p;
+    p.name = name;
+    p.tensor = tensor;
+    p.bucket = static_cast<int64_t>(buckets.size()) - 1;
+    p.offset = b.begin + b.numel;
+    p.numel = tensor.numel();
+    params.push_back(std::move(p));
+    b.numel += tensor.numel();
+    b.end_param = static_cast<int64_t>(params.size());
+    // Re-derive the padding and everything after this bucket as it grows.
+    padded -= b.padded;
+    shard_numel -= b.padded / shards;
+    b.padded = (b.numel + shards - 1) / shards * shards;
+    padded += b.padded;
+    shard_numel += b.padded / shards;
+    numel += tensor.numel();
+  }
+}
+
+std::vector<FlatLayout::Piece> FlatLayout::pieces(int64_t rank) const {
+  std::vector<Piece> out;
+  for (const Bucket& b : buckets) {
+    const int64_t chunk = b.chunk(shards);
+    const int64_t lo = b.begin + rank * chunk, hi = lo + chunk;
+    for (int64_t i = b.first_param; i < b.end_param; ++i) {
+      const Param& p = params[i];
+      const int64_t begin = std::max(lo, p.offset), end = std::min(hi, p.offset + p.numel);
+      if (begin < end) {
+        out.push_back({i, begin - p.offset, end - begin, b.shard_offset + (begin - lo)});
+      }
+    }
+  }
+  return out;
+}
+
+at::Tensor FlatLayout::shard_values(int64_t rank) const {
+  torch::NoGradGuard no_grad;
+  const at::Device device = params.empty() ? at::Device(at::kCPU) : params.front().tensor.device();
+  at::Tensor out = at::zeros({shard_numel}, at::TensorOptions().dtype(at::kFloat).device(device));
+  for (const Piece& piece : pieces(rank)) {
+    out.narrow(0, piece.shard_offset, piece.length)
+        .copy_(params[piece.param].tensor.detach().reshape(-1).narrow(0, piece.start,
+                                                                         piece.length));
+  }
+  return out;
+}
+
+at::Tensor FlatLayout::shard_of(const at::Tensor& flat, int64_t rank) const {
+  at::Tensor out = at::empty({shard_numel}, flat.options());
+  for (const Bucket& b : buckets) {
+    const int64_t chunk = b.chunk(shards);
+    out.narrow(0, b.shard_offset, chunk).copy_(flat.narrow(0, b.begin + rank * chunk, chunk));
+  }
+  return out;
+}
+
+void FlatLayout::write_bucket(int64_t b, const at::Tensor& values) const {
+  torch::NoGradGuard no_grad;
+  const Bucket& bucket = buckets[b];
+  for (int64_t i = bucket.first_param; i < bucket.end_param; ++i) {
+    const Param& p = params[i];
+    at::Tensor target = p.tensor;
+    target.copy_(values.narrow(0, p.offset - bucket.begin, p.numel).view(target.sizes()));
+  }
+}
+
+}  // namespace vilau
