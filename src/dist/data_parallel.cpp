@@ -103,6 +103,7 @@ struct GradientSync::Impl {
       f.work = group.all_reduce_sum_async(f.input);
     }
     in_flight.push_back(std::move(f));
+    if (options.on_launch) options.on_launch(b);
   }
 
   void complete_oldest() {
@@ -223,6 +224,8 @@ const at::Tensor& GradientSync::finish() {
   s.new_step = true;
   return out;
 }
+
+bool GradientSync::in_backward() const { return impl_->in_backward; }
 
 int64_t GradientSync::buffer_bytes() const {
   const Impl& s = *impl_;

@@ -8,39 +8,71 @@
 
 namespace vilau {
 
+namespace {
+
+// Parameters in order, with where each new bucket starts.
+void build(FlatLayout& layout, std::vector<std::pair<std::string, at::Tensor>>& named,
+           const std::vector<bool>& starts_bucket) {
+  if (layout.shards < 1) {
+    throw Error(describe("flat layout", "shards", ">= 1", std::to_string(layout.shards)));
+  }
+  for (size_t i = 0; i < named.size(); ++i) {
+    auto& [name, tensor] = named[i];
+    if (layout.buckets.empty() || starts_bucket[i]) {
+      FlatLayout::Bucket b;
+      b.begin = layout.padded;
+      b.first_param = b.end_param = static_cast<int64_t>(layout.params.size());
+      b.shard_offset = layout.shard_numel;
+      layout.buckets.push_back(b);
+    }
+    FlatLayout::Bucket& b = layout.buckets.back();
+    FlatLayout::Param p;
+    p.name = name;
+    p.tensor = tensor;
+    p.bucket = static_cast<int64_t>(layout.buckets.size()) - 1;
+    p.offset = b.begin + b.numel;
+    p.numel = tensor.numel();
+    p.shape = tensor.sizes().vec();
+    layout.params.push_back(std::move(p));
+    b.numel += tensor.numel();
+    b.end_param = static_cast<int64_t>(layout.params.size());
+    // Re-derive the padding as the bucket grows.
+    layout.padded -= b.padded;
+    layout.shard_numel -= b.padded / layout.shards;
+    b.padded = (b.numel + layout.shards - 1) / layout.shards * layout.shards;
+    layout.padded += b.padded;
+    layout.shard_numel += b.padded / layout.shards;
+    layout.numel += tensor.numel();
+  }
+}
+
+}  // namespace
+
 FlatLayout::FlatLayout(std::vector<std::pair<std::string, at::Tensor>> named,
                        int64_t bucket_numel, int64_t shard_count)
     : shards(shard_count) {
-  if (shards < 1) {
-    throw Error(describe("flat layout", "shards", ">= 1", std::to_string(shards)));
-  }
   const int64_t cap = std::max<int64_t>(1, bucket_numel);
-  for (auto& [name, tensor] : named) {
-    if (buckets.empty() || buckets.back().numel >= cap) {
-      Bucket b;
-      b.begin = padded;
-      b.first_param = b.end_param = static_cast<int64_t>(params.size());
-      b.shard_offset = shard_numel;
-      buckets.push_back(b);
-    }
-    Bucket& b = buckets.back();
-    Param p;
-    p.name = name;
-    p.tensor = tensor;
-    p.bucket = static_cast<int64_t>(buckets.size()) - 1;
-    p.offset = b.begin + b.numel;
-    p.numel = tensor.numel();
-    params.push_back(std::move(p));
-    b.numel += tensor.numel();
-    b.end_param = static_cast<int64_t>(params.size());
-    // Re-derive the padding and everything after this bucket as it grows.
-    padded -= b.padded;
-    shard_numel -= b.padded / shards;
-    b.padded = (b.numel + shards - 1) / shards * shards;
-    padded += b.padded;
-    shard_numel += b.padded / shards;
-    numel += tensor.numel();
+  std::vector<bool> starts(named.size(), false);
+  int64_t filled = 0;
+  for (size_t i = 0; i < named.size(); ++i) {
+    starts[i] = filled >= cap;
+    if (starts[i]) filled = 0;
+    filled += named[i].second.numel();
   }
+  build(*this, named, starts);
+}
+
+FlatLayout::FlatLayout(std::vector<std::pair<std::string, at::Tensor>> named,
+                       const std::function<std::string(const std::string&)>& unit_of,
+                       int64_t shard_count)
+    : shards(shard_count) {
+  std::stable_partition(named.begin(), named.end(),
+                        [&unit_of](const auto& p) { return unit_of(p.first) != "root"; });
+  std::vector<bool> starts(named.size(), false);
+  for (size_t i = 1; i < named.size(); ++i) {
+    starts[i] = unit_of(named[i].first) != unit_of(named[i - 1].first);
+  }
+  build(*this, named, starts);
 }
 
 std::vector<FlatLayout::Piece> FlatLayout::pieces(int64_t rank) const {
@@ -86,7 +118,7 @@ void FlatLayout::write_bucket(int64_t b, const at::Tensor& values) const {
   for (int64_t i = bucket.first_param; i < bucket.end_param; ++i) {
     const Param& p = params[i];
     at::Tensor target = p.tensor;
-    target.copy_(values.narrow(0, p.offset - bucket.begin, p.numel).view(target.sizes()));
+    target.copy_(values.narrow(0, p.offset - bucket.begin, p.numel).view(p.shape));
   }
 }
 

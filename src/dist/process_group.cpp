@@ -204,4 +204,16 @@ std::unique_ptr<ProcessGroup::Pending> ProcessGroup::reduce_scatter_sum_async(
   return std::make_unique<PendingWork>(env_, "gradient reduce_scatter", std::move(work));
 }
 
+std::unique_ptr<ProcessGroup::Pending> ProcessGroup::all_gather_async(at::Tensor& output,
+                                                                      at::Tensor& input) const {
+  if (!distributed()) {
+    output.copy_(input);
+    return std::make_unique<PendingWork>(env_, "", nullptr);
+  }
+  c10::intrusive_ptr<c10d::Work> work;
+  guarded(env_, "parameter all_gather",
+          [&] { work = impl_->backend->_allgather_base(output, input); });
+  return std::make_unique<PendingWork>(env_, "parameter all_gather", std::move(work));
+}
+
 }  // namespace vilau

@@ -148,8 +148,13 @@ at::Tensor DepthTransformerImpl::forward(const at::Tensor& llm_hidden,
   const at::Tensor h = in_mlp_2(llm_hidden.reshape({-1, 1, llm_hidden_}));
   const at::Tensor ctx = in_mlp_1(code_prefix_sums.reshape({-1, depth_ - 1, code_dim_}));
   at::Tensor x = at::cat({h, ctx}, 1) + pos_emb_d;
-  for (const auto& block : *head_transformer->blocks) {
-    x = block->as<DepthBlockImpl>()->forward(x, {}, {}, nullptr, nullptr);
+  const auto& blocks = *head_transformer->blocks;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    DepthBlockImpl& block = *blocks[i]->as<DepthBlockImpl>();
+    const Block run = [&block](const at::Tensor& in) {
+      return block.forward(in, {}, {}, nullptr, nullptr);
+    };
+    x = block_wrapper_ && is_training() ? block_wrapper_(static_cast<int64_t>(i), run, x) : run(x);
   }
   auto out_shape = lead;
   out_shape.insert(out_shape.end(), {depth_, codebook_size_});

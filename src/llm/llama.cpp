@@ -217,7 +217,14 @@ at::Tensor LlamaForCausalLMImpl::hidden_states(const at::Tensor& inputs_embeds,
   for (size_t i = 0; i < model->layers->size(); ++i) {
     LlamaDecoderLayerImpl& layer = model->layers->at<LlamaDecoderLayerImpl>(i);
     const auto index = static_cast<int64_t>(i);
-    if (recompute && h.requires_grad()) {
+    if (block_wrapper_ && cache == nullptr && is_training()) {
+      h = block_wrapper_(
+          index,
+          [&layer, cos, sin, allowed, index](const at::Tensor& x) {
+            return layer.forward(x, cos, sin, allowed, nullptr, index);
+          },
+          h);
+    } else if (recompute && h.requires_grad()) {
       h = recompute_in_backward(
           [&layer, cos, sin, allowed, index](const at::Tensor& x) {
             return layer.forward(x, cos, sin, allowed, nullptr, index);

@@ -129,6 +129,12 @@ std::map<std::string, at::Tensor> VilaUImpl::official_state_dict() {
   return out;
 }
 
+std::string VilaUImpl::official_name(const std::string& name) {
+  const std::string depth = "depth_transformer.";
+  if (name.rfind(depth, 0) == 0) return "vision_tower.rqtransformer." + name.substr(depth.size());
+  return name;
+}
+
 at::Tensor VilaUImpl::encode_images(const at::Tensor& pixels) {
   torch::NoGradGuard no_grad;
   const at::Tensor weight = vision_tower->quantizer->parameters().front();
@@ -321,6 +327,14 @@ VilaULoss VilaUImpl::loss(const ExpandedInputs& inputs, const LossWeights& weigh
         flat_hidden.index_select(0, at::tensor(hidden_rows).to(hidden.device()));
     const at::Tensor logits = depth_transformer(state, prefix.to(state.scalar_type()));
     out.visual_loss = mean_cross_entropy(logits.flatten(0, 1), codes.flatten());
+  } else if (is_training()) {
+    // No targets here: the depth transformer still runs, on one row weighted by zero, so
+    // that every data-parallel rank runs the same modules (ZeRO-3 gathers each block's
+    // weights collectively) and produces their (zero) gradients during backward.
+    const at::Tensor state = flat_hidden.narrow(0, 0, 1);
+    const at::Tensor prefix = at::zeros({1, depth - 1, depth_transformer->code_dim()},
+                                        state.options());
+    out.visual_loss = depth_transformer(state, prefix).sum().to(at::kFloat) * 0.0;
   } else {
     out.visual_loss = at::zeros({}, hidden.options().dtype(at::kFloat));
   }

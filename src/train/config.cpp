@@ -25,7 +25,7 @@ std::string joined(const std::vector<std::string>& options) {
 }  // namespace
 
 void DistributedConfig::validate(const std::string& path) const {
-  config_check(zero_stage >= 0 && zero_stage <= 2, path + ".zero_stage", "0, 1 or 2",
+  config_check(zero_stage >= 0 && zero_stage <= 3, path + ".zero_stage", "0, 1, 2 or 3",
                std::to_string(zero_stage));
   config_check(bucket_mb > 0 && bucket_mb <= 1 << 20, path + ".bucket_mb", "> 0 and <= 1048576",
                std::to_string(bucket_mb));
@@ -62,6 +62,9 @@ void TrainConfig::validate(const std::string& path) const {
   loss_weights.validate(path + ".loss_weights");
   tower_losses.validate(path + ".tower_losses");
   distributed.validate(path + ".distributed");
+  config_check(stage != "tower" || distributed.zero_stage <= 2, path + ".distributed.zero_stage",
+               "0, 1 or 2 for the tower stage (ZeRO-3 shards the LLM and depth-transformer blocks)",
+               std::to_string(distributed.zero_stage));
 }
 
 std::vector<std::string> TrainConfig::trainable_modules() const {

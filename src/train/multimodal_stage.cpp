@@ -45,6 +45,40 @@ void load_weights(VilaUImpl& model, const TensorMap& weights) {
   });
 }
 
+// ZeRO-3: the decoder layers and depth-transformer blocks run as the optimizer's units.
+void shard_blocks(VilaUImpl& model, ParallelOptimizer& optimizer) {
+  const auto buckets = [&optimizer](const std::string& prefix, int64_t count) {
+    std::vector<int64_t> out;
+    for (int64_t i = 0; i < count; ++i) {
+      out.push_back(optimizer.bucket_of_unit(prefix + std::to_string(i)));
+    }
+    return out;
+  };
+  const auto llm = buckets("llm.model.layers.", model.config().llm.num_layers);
+  if (!llm.empty() && llm.front() >= 0) {
+    model.llm->set_block_wrapper(optimizer.units()->wrapper(llm));
+  }
+  const auto depth = buckets("depth_transformer.head_transformer.blocks.",
+                             static_cast<int64_t>(model.depth_transformer->head_transformer->blocks->size()));
+  if (!depth.empty() && depth.front() >= 0) {
+    model.depth_transformer->set_block_wrapper(optimizer.units()->wrapper(depth));
+  }
+}
+
+// The model's weights in the official names on rank 0 (CPU), every rank taking part in
+// gathering what ZeRO-3 shards away; other ranks get an empty map.
+std::map<std::string, at::Tensor> gathered_weights(const Run& run, VilaUImpl& model,
+                                                   ParallelOptimizer& optimizer) {
+  std::map<std::string, at::Tensor> weights;
+  if (run.is_main()) {
+    for (auto& [name, t] : model.official_state_dict()) weights[name] = t.cpu();
+  }
+  optimizer.for_each_sharded_parameter([&](const std::string& name, const at::Tensor& value) {
+    if (run.is_main()) weights[VilaUImpl::official_name(name)] = value.detach().cpu().clone();
+  });
+  return weights;
+}
+
 }  // namespace
 
 TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
@@ -54,19 +88,22 @@ TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
   check_data_fits(dc, *model);
   model->llm->set_activation_checkpointing(tc.activation_checkpointing);
   const Tokenizer tokenizer = Tokenizer::load(run.tokenizer_dir());
+  TrainSummary summary;
+  // Weights load before the optimizer takes its master copy (and ZeRO-3 shards them).
+  const std::optional<io::TrainingState> resumed = run.resume(&summary.resumed_from);
+  if (resumed) load_weights(*model, as_map(resumed->model));
   ParallelOptimizer optimizer(select_trainable(*model, tc.trainable_modules()), tc.optimizer,
                               tc.distributed, run.group, run.device);
   optimizer.inject_faults(options.faults);
+  if (tc.distributed.zero_stage == 3) shard_blocks(*model, optimizer);
 
-  TrainSummary summary;
   data::DataPosition position;
-  if (auto state = run.resume(&summary.resumed_from)) {
-    load_weights(*model, as_map(state->model));
+  if (resumed) {
     optimizer.load_shard(summary.resumed_from, "optimizer");
-    run.restore_rng(*state);
-    position = run.position_of(*state);
-    summary.first_step = state->step;
-    spdlog::info("resumed from {} at step {}", summary.resumed_from, state->step);
+    run.restore_rng(*resumed);
+    position = run.position_of(*resumed);
+    summary.first_step = resumed->step;
+    spdlog::info("resumed from {} at step {}", summary.resumed_from, resumed->step);
   }
   data::DataLoader loader(dc, tokenizer, run.group.rank(), run.group.world_size(), position);
   model->train();
@@ -143,7 +180,7 @@ TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
     if (run.checkpoint_due(step)) {
       io::TrainingState state;
       state.step = step;
-      state.model = as_named(model->official_state_dict());
+      state.model = as_named(gathered_weights(run, *model, optimizer));
       state.scheduler = {{"type", "cosine"},
                          {"step", step},
                          {"total_steps", tc.max_steps},
@@ -154,10 +191,9 @@ TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
   }
   bar.finish();
   summary.last_step = step;
-  if (tc.export_at_end && run.is_main()) {
-    std::map<std::string, at::Tensor> weights;
-    for (auto& [name, t] : model->official_state_dict()) weights[name] = t.cpu();
-    summary.export_dir = run.export_model(model->config(), weights);
+  if (tc.export_at_end) {
+    const std::map<std::string, at::Tensor> weights = gathered_weights(run, *model, optimizer);
+    if (run.is_main()) summary.export_dir = run.export_model(model->config(), weights);
   }
   run.group.barrier();
   return summary;

@@ -59,7 +59,25 @@ int64_t index_int(const nlohmann::json& j, const std::string& key, const std::st
   return v;
 }
 
+FlatLayout make_layout(std::vector<std::pair<std::string, at::Tensor>> params,
+                       const DistributedConfig& distributed, int64_t world) {
+  std::reverse(params.begin(), params.end());  // backward order
+  if (distributed.zero_stage == 3) return FlatLayout(std::move(params), fsdp_unit, world);
+  return FlatLayout(std::move(params), static_cast<int64_t>(distributed.bucket_mb * (1 << 20) / 4),
+                    distributed.zero_stage >= 1 ? world : 1);
+}
+
 }  // namespace
+
+std::string fsdp_unit(const std::string& name) {
+  for (const std::string prefix :
+       {"llm.model.layers.", "depth_transformer.head_transformer.blocks."}) {
+    if (name.rfind(prefix, 0) == 0) {
+      return name.substr(0, name.find('.', prefix.size()));
+    }
+  }
+  return "root";
+}
 
 ParallelOptimizer::ParallelOptimizer(std::vector<std::pair<std::string, at::Tensor>> params,
                                      const OptimizerConfig& optimizer,
@@ -68,14 +86,12 @@ ParallelOptimizer::ParallelOptimizer(std::vector<std::pair<std::string, at::Tens
     : group_(group),
       config_(optimizer),
       zero_stage_(distributed.zero_stage),
-      layout_(std::vector<std::pair<std::string, at::Tensor>>(params.rbegin(), params.rend()),
-              static_cast<int64_t>(distributed.bucket_mb * (1 << 20) / 4),
-              distributed.zero_stage >= 1 ? group.world_size() : 1) {
+      layout_(make_layout(std::move(params), distributed, group.world_size())) {
   if (layout_.params.empty()) {
     throw ConfigError(describe("train.trainable", "parameters to train", "at least one", "none"));
   }
-  if (zero_stage_ < 0 || zero_stage_ > 2) {
-    throw ConfigError(describe("train.distributed.zero_stage", "value", "0, 1 or 2",
+  if (zero_stage_ < 0 || zero_stage_ > 3) {
+    throw ConfigError(describe("train.distributed.zero_stage", "value", "0, 1, 2 or 3",
                                std::to_string(zero_stage_)));
   }
   std::vector<ParamGroup> groups;
@@ -106,10 +122,36 @@ ParallelOptimizer::ParallelOptimizer(std::vector<std::pair<std::string, at::Tens
   optimizer_ = std::make_unique<ShardedAdamW>(std::move(groups), std::move(segments), config_,
                                               layout_.shard_values(rank).to(device));
   GradientSync::Options options;
-  options.shard_gradients = zero_stage_ == 2;
+  options.shard_gradients = zero_stage_ >= 2;
   options.reduce_dtype = reduce_dtype(distributed.reduce_dtype);
   options.device = device;
+  if (zero_stage_ == 3) {
+    options.on_launch = [this](int64_t bucket) { units_->on_reduced(bucket); };
+  }
   sync_ = std::make_unique<GradientSync>(layout_, group_, options);
+  if (zero_stage_ == 3) {
+    units_ = std::make_unique<FullyShardedUnits>(layout_, group_, optimizer_->master(), *sync_);
+  }
+}
+
+int64_t ParallelOptimizer::bucket_of_unit(const std::string& unit) const {
+  for (const FlatLayout::Param& p : layout_.params) {
+    if (fsdp_unit(p.name) == unit) return p.bucket;
+  }
+  return -1;
+}
+
+void ParallelOptimizer::for_each_sharded_parameter(
+    const std::function<void(const std::string& name, const at::Tensor& value)>& fn) {
+  if (!units_) return;
+  for (int64_t b = 0; b < units_->root(); ++b) {
+    units_->gather(b);
+    const FlatLayout::Bucket& bucket = layout_.buckets[b];
+    for (int64_t i = bucket.first_param; i < bucket.end_param; ++i) {
+      fn(layout_.params[i].name, layout_.params[i].tensor);
+    }
+    units_->release(b);
+  }
 }
 
 void ParallelOptimizer::backward(const at::Tensor& loss, bool last) {
@@ -120,7 +162,9 @@ void ParallelOptimizer::backward(const at::Tensor& loss, bool last) {
 
 int64_t ParallelOptimizer::parameter_bytes() const {
   int64_t bytes = 0;
-  for (const FlatLayout::Param& p : layout_.params) bytes += p.numel * p.tensor.element_size();
+  for (const FlatLayout::Param& p : layout_.params) {
+    bytes += p.tensor.numel() * p.tensor.element_size();
+  }
   return bytes;
 }
 
@@ -128,6 +172,8 @@ void ParallelOptimizer::write_back() {
   torch::NoGradGuard no_grad;
   const at::Tensor& master = optimizer_->master();
   for (size_t b = 0; b < layout_.buckets.size(); ++b) {
+    // ZeRO-3 units gather from the master shard when they next run.
+    if (units_ && static_cast<int64_t>(b) < units_->root()) continue;
     const FlatLayout::Bucket& bucket = layout_.buckets[b];
     if (layout_.shards == 1) {
       layout_.write_bucket(static_cast<int64_t>(b), master.narrow(0, bucket.shard_offset,

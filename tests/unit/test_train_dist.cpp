@@ -42,11 +42,13 @@ struct RunSpec {
   std::string stage = "pretrain";
   std::string fault;  // "", "average" (no division by the world size), "twice" (bucket 0)
   bool exit_early = false;
+  double dropout = 0;  // the depth transformer's (off by default: layouts compare)
 
   nlohmann::json to_json() const {
     return {{"name", name},   {"world", world},         {"zero", zero},   {"batch", batch},
             {"accum", accum}, {"steps", steps},         {"stop", stop},   {"kill", kill},
-            {"save", save_every}, {"stage", stage},     {"fault", fault}, {"exit", exit_early}};
+            {"save", save_every}, {"stage", stage},     {"fault", fault}, {"exit", exit_early},
+            {"dropout", dropout}};
   }
 };
 
@@ -62,7 +64,8 @@ Config run_config(const nlohmann::json& spec, const std::string& dir) {
        // Small buckets: several collectives per step even on the tiny model.
        "train.distributed.bucket_mb=0.02",
        "train.distributed.timeout_s=" + std::string(spec["exit"].get<bool>() ? "5" : "120"),
-       "train.output_dir=" + dir + "/" + name});
+       "train.output_dir=" + dir + "/" + name,
+       "model.depth_transformer.resid_dropout=" + std::to_string(spec["dropout"].get<double>())});
 }
 
 TEST(TrainDist, Worker) {
@@ -91,7 +94,9 @@ TEST(TrainDist, Worker) {
     launches.push_back({{"step", step},
                         {"parameters", optimizer.layout().params.size()},
                         {"buckets", optimizer.layout().buckets.size()},
-                        {"launches", list}});
+                        {"launches", list},
+                        {"parameter_bytes", optimizer.parameter_bytes()},
+                        {"peak_units", optimizer.units() ? optimizer.units()->peak_units() : -1}});
     if (step == kill) std::raise(SIGKILL);
   };
   const TrainSummary summary = train(config, to_yaml(config), group, options);
@@ -200,10 +205,11 @@ class TrainDistributed : public testing::TempDirTest {
 };
 
 TEST_F(TrainDistributed, TwoAndFourRanksAtEveryZeroStageMatchOneProcess) {
+  // ZeRO-3 runs each block through its gather/recompute wrapper; 4 ranks shard every unit.
   const Outcome single = run({.name = "single", .world = 1, .batch = 4});
   ASSERT_EQ(single.losses.size(), 4u);
   for (int world : {2, 4}) {
-    for (int zero : {0, 1, 2}) {
+    for (int zero : {0, 1, 2, 3}) {
       const std::string name = "w" + std::to_string(world) + "-zero" + std::to_string(zero);
       const Outcome o = run({.name = name, .world = world, .zero = zero, .batch = 4 / world});
       EXPECT_EQ(difference(single, o, 1e-5), "") << name;
@@ -211,12 +217,22 @@ TEST_F(TrainDistributed, TwoAndFourRanksAtEveryZeroStageMatchOneProcess) {
   }
 }
 
+TEST_F(TrainDistributed, ZeroThreeReplaysDropoutInItsRecompute) {
+  // ZeRO-3 recomputes every block in backward; with the forward's random state restored
+  // there, dropout masks (and so gradients) are those of a plain run.
+  const Outcome plain = run({.name = "plain", .dropout = 0.3});
+  const Outcome sharded = run({.name = "sharded", .zero = 3, .dropout = 0.3});
+  EXPECT_EQ(difference(plain, sharded, 1e-5), "");
+  const Outcome without = run({.name = "without"});
+  EXPECT_NE(difference(plain, without, 1e-5), "") << "dropout changed nothing";
+}
+
 TEST_F(TrainDistributed, FourMicroBatchesMatchOneProcessAtEveryZeroStage) {
   // 8 samples per step: one batch of 8, or 4 micro-batches of 1 on each of 2 ranks.
   const Outcome single = run({.name = "single", .batch = 8, .steps = 3});
   const Outcome accumulated = run({.name = "accumulated", .batch = 2, .accum = 4, .steps = 3});
   EXPECT_EQ(difference(single, accumulated, 1e-5), "");
-  for (int zero : {0, 1, 2}) {
+  for (int zero : {0, 1, 2, 3}) {
     const std::string name = "zero" + std::to_string(zero);
     const Outcome o =
         run({.name = name, .world = 2, .zero = zero, .batch = 1, .accum = 4, .steps = 3});
@@ -237,7 +253,8 @@ TEST_F(TrainDistributed, ComparisonCatchesAMissingAverageAndABucketReducedTwice)
 }
 
 TEST_F(TrainDistributed, BucketsLaunchWhileBackwardRunsAtEveryZeroStage) {
-  for (int zero : {0, 1, 2}) {
+  std::map<int, int64_t> held;  // trainable weight bytes each rank holds between steps
+  for (int zero : {0, 1, 2, 3}) {
     const std::string name = "zero" + std::to_string(zero);
     const Outcome o = run({.name = name, .world = 2, .zero = zero, .batch = 2, .steps = 2});
     ASSERT_EQ(o.result["launches"].size(), 2u) << name;
@@ -257,8 +274,18 @@ TEST_F(TrainDistributed, BucketsLaunchWhileBackwardRunsAtEveryZeroStage) {
       // Only the bucket holding the last gradient, and a later one it held back, may wait
       // for every gradient; all others ran while autograd still had gradients to produce.
       EXPECT_LE(after_all_gradients, 2) << name << ": " << launches.dump();
+      if (zero == 3) {
+        // Between steps only the root unit is whole; at most the unit running, the one
+        // prefetched and one whose gradients are being reduced were ever gathered at once.
+        EXPECT_GE(step["peak_units"].get<int64_t>(), 1) << name;
+        EXPECT_LE(step["peak_units"].get<int64_t>(), 3) << name;
+      }
+      held[zero] = step["parameter_bytes"].get<int64_t>();
     }
   }
+  EXPECT_EQ(held[1], held[0]);
+  EXPECT_EQ(held[2], held[0]);
+  EXPECT_LT(held[3], held[2]);  // ZeRO-3 keeps only the root unit whole
 }
 
 TEST_F(TrainDistributed, KilledRunResumesBitExactOnTheSameRanks) {
@@ -288,11 +315,14 @@ TEST_F(TrainDistributed, CheckpointsResumeOnOtherWorldSizesAndZeroStages) {
   // Saved at step 2 on 2 ranks (ZeRO-2) and on 1 rank; resumed elsewhere, same global batch.
   run({.name = "two", .world = 2, .zero = 2, .batch = 2, .steps = 5, .stop = 3, .save_every = 2});
   run({.name = "one", .world = 1, .batch = 4, .steps = 5, .stop = 3, .save_every = 2});
+  run({.name = "three", .world = 4, .zero = 3, .batch = 1, .steps = 5, .stop = 3, .save_every = 2});
   const std::vector<std::tuple<std::string, RunSpec>> resumes = {
       {"two", {.name = "two-to-one", .world = 1, .batch = 4, .steps = 5}},
       {"two", {.name = "two-to-four", .world = 4, .zero = 1, .batch = 1, .steps = 5}},
       {"one", {.name = "one-to-two", .world = 2, .zero = 2, .batch = 2, .steps = 5}},
-      {"two", {.name = "zero2-to-zero0", .world = 2, .zero = 0, .batch = 2, .steps = 5}}};
+      {"two", {.name = "zero2-to-zero0", .world = 2, .zero = 0, .batch = 2, .steps = 5}},
+      {"two", {.name = "zero2-to-zero3", .world = 2, .zero = 3, .batch = 2, .steps = 5}},
+      {"three", {.name = "zero3-to-one", .world = 1, .batch = 4, .steps = 5}}};
   for (const auto& [from, spec] : resumes) {
     copy_checkpoints(from, spec.name);
     const Outcome o = run(spec);

@@ -15,4 +15,10 @@ using Block = std::function<at::Tensor(const at::Tensor&)>;
 // would be differentiated: callers run the block directly otherwise.
 at::Tensor recompute_in_backward(Block block, const at::Tensor& x);
 
+// Runs block `index` of a model on x and returns block(x), doing what the caller arranges
+// around it: the trainer shards parameters this way (ZeRO-3 gathers a block's weights just
+// before it runs), while the model code stays single-device. Models call block(x) directly
+// when none is set.
+using BlockWrapper = std::function<at::Tensor(int64_t index, const Block& block, const at::Tensor& x)>;
+
 }  // namespace vilau

@@ -17,6 +17,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -31,6 +32,9 @@ class GradientSync {
     bool shard_gradients = false;            // ZeRO-2
     at::ScalarType reduce_dtype = at::kFloat;  // what the collectives move
     at::Device device{at::kCPU};
+    // Called right after a bucket's collective was launched, its gradients taken (ZeRO-3
+    // frees the bucket's gathered weights there).
+    std::function<void(int64_t bucket)> on_launch;
   };
   // Hooks the layout's parameters, which must be leaves that require grad.
   GradientSync(const FlatLayout& layout, const ProcessGroup& group, Options options);
@@ -46,6 +50,9 @@ class GradientSync {
   // gradients averaged over ranks: [padded] unsharded, [shard_numel] sharded. Valid until
   // the next begin_backward, which starts the next step from zero.
   const at::Tensor& finish();
+
+  // Between begin_backward and end_backward.
+  bool in_backward() const;
 
   // Bytes of gradient buffers this rank holds between steps.
   int64_t buffer_bytes() const;

@@ -10,6 +10,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,6 +24,7 @@ struct FlatLayout {
     int64_t bucket = 0;
     int64_t offset = 0;  // of its first element in the flat buffer
     int64_t numel = 0;
+    std::vector<int64_t> shape;  // as built: ZeRO-3 swaps the tensor's data for an empty one
   };
   struct Bucket {
     int64_t begin = 0;   // in the flat buffer
@@ -44,6 +46,10 @@ struct FlatLayout {
   // closes once it holds at least bucket_numel elements.
   FlatLayout(std::vector<std::pair<std::string, at::Tensor>> named, int64_t bucket_numel,
              int64_t shards);
+  // One bucket per unit instead (ZeRO-3): consecutive parameters with the same unit_of(name)
+  // share one; the parameters whose unit is "root" form the last bucket.
+  FlatLayout(std::vector<std::pair<std::string, at::Tensor>> named,
+             const std::function<std::string(const std::string&)>& unit_of, int64_t shards);
 
   std::vector<Param> params;
   std::vector<Bucket> buckets;

@@ -56,6 +56,7 @@ class ProcessGroup {
   };
   std::unique_ptr<Pending> all_reduce_sum_async(at::Tensor& t) const;
   std::unique_ptr<Pending> reduce_scatter_sum_async(at::Tensor& output, at::Tensor& input) const;
+  std::unique_ptr<Pending> all_gather_async(at::Tensor& output, at::Tensor& input) const;
 
  private:
   struct Impl;

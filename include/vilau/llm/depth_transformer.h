@@ -12,8 +12,10 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
+#include "vilau/core/recompute.h"
 #include "vilau/llm/config.h"
 
 namespace vilau {
@@ -83,6 +85,8 @@ class DepthTransformerImpl : public torch::nn::Module {
   // embeddings (e_d from codebook d). Returns logits [..., D, K]; depth d sees the hidden
   // state and the sums of the codes before it.
   at::Tensor forward(const at::Tensor& llm_hidden, const at::Tensor& code_prefix_sums);
+  // forward() in training mode runs each block through `wrapper` (as LLaMA's layers).
+  void set_block_wrapper(BlockWrapper wrapper) { block_wrapper_ = std::move(wrapper); }
 
   // Runs the next depth d = cache.depth() for every row and returns its logits [N, K]. x is
   // the LLM hidden state [N, H] at d = 0 (clear the cache first), else the sum of the
@@ -91,6 +95,7 @@ class DepthTransformerImpl : public torch::nn::Module {
   at::Tensor step(const at::Tensor& x, DepthKvCache& cache);
 
   int64_t depth() const { return depth_; }
+  int64_t code_dim() const { return code_dim_; }
   int64_t codebook_size() const { return codebook_size_; }
 
   at::Tensor pos_emb_d;  // [1, D, E]
@@ -101,6 +106,7 @@ class DepthTransformerImpl : public torch::nn::Module {
  private:
   DepthTransformerConfig config_;
   int64_t depth_, codebook_size_, code_dim_, llm_hidden_;
+  BlockWrapper block_wrapper_;
 };
 TORCH_MODULE(DepthTransformer);
 

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "vilau/core/recompute.h"
 #include "vilau/llm/config.h"
 
 namespace vilau {
@@ -126,6 +127,9 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   // to training forwards without a cache.
   void set_activation_checkpointing(bool on) { activation_checkpointing_ = on; }
   bool activation_checkpointing() const { return activation_checkpointing_; }
+  // Training forwards without a cache run each decoder layer through `wrapper`, which then
+  // decides about recomputing (activation checkpointing no longer applies). Empty: unset.
+  void set_block_wrapper(BlockWrapper wrapper) { block_wrapper_ = std::move(wrapper); }
 
   LlamaModel model{nullptr};
   torch::nn::Linear lm_head{nullptr};  // null when tie_word_embeddings
@@ -133,6 +137,7 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
  private:
   LlmConfig config_;
   bool activation_checkpointing_ = false;
+  BlockWrapper block_wrapper_;
 };
 TORCH_MODULE(LlamaForCausalLM);
 

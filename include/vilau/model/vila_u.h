@@ -83,6 +83,9 @@ class VilaUImpl : public torch::nn::Module {
   void load(const TensorLookup& lookup);
   // The inverse of load(), in the names export_official() takes.
   std::map<std::string, at::Tensor> official_state_dict();
+  // The official name of one of our parameters outside the vision tower ("<child>.<name>"
+  // as named_parameters() gives them): official_state_dict()'s key for it.
+  static std::string official_name(const std::string& name);
 
   // Pixels [N, 3, S, S] in [-1, 1] -> codes [N, h, w, D]; no gradients, no EMA updates.
   at::Tensor encode_images(const at::Tensor& pixels);

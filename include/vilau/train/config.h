@@ -13,7 +13,10 @@
 namespace vilau {
 
 struct DistributedConfig {
-  int64_t zero_stage = 0;  // 0: DDP, 1: optimizer state sharded, 2: gradients too
+  // 0: DDP, 1: optimizer state sharded, 2: gradients too, 3: parameters too (multimodal
+  // stages; each decoder layer and depth block is gathered around its forward and its
+  // recompute in backward, so 3 implies activation checkpointing of those blocks).
+  int64_t zero_stage = 0;
   // Gradient bucket size in fp32 megabytes: each bucket's collective starts as soon as
   // backward has produced all of its gradients.
   double bucket_mb = 25.0;

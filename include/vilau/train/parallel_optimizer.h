@@ -10,6 +10,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -17,11 +18,17 @@
 
 #include "vilau/dist/data_parallel.h"
 #include "vilau/dist/flat_layout.h"
+#include "vilau/dist/fully_sharded.h"
 #include "vilau/dist/process_group.h"
 #include "vilau/train/config.h"
 #include "vilau/train/optimizer.h"
 
 namespace vilau {
+
+// The ZeRO-3 unit of a trainable parameter: "llm.model.layers.<i>" for a decoder layer,
+// "depth_transformer.head_transformer.blocks.<i>" for a depth-transformer block, and
+// "root" for everything else (embeddings, norms, heads, projector), which stays gathered.
+std::string fsdp_unit(const std::string& name);
 
 class ParallelOptimizer {
  public:
@@ -50,10 +57,20 @@ class ParallelOptimizer {
   const GradientSync& gradient_sync() const { return *sync_; }
   void inject_faults(GradientSync::Faults faults) { sync_->inject_faults(faults); }
 
+  // ZeRO-3: the units whose weights are gathered around each block; nullptr otherwise.
+  FullyShardedUnits* units() { return units_.get(); }
+  const FullyShardedUnits* units() const { return units_.get(); }
+  // ZeRO-3: the bucket of a unit (fsdp_unit's name); -1 for one without parameters here.
+  int64_t bucket_of_unit(const std::string& unit) const;
+  // Every rank calls it. ZeRO-3: each parameter that is sharded away, gathered one unit at
+  // a time (and freed again after fn); nothing under ZeRO 0-2, whose weights are whole.
+  void for_each_sharded_parameter(
+      const std::function<void(const std::string& name, const at::Tensor& value)>& fn);
+
   // Bytes this rank holds between steps.
   int64_t state_bytes() const { return 3 * 4 * layout_.shard_numel; }  // master + moments
   int64_t gradient_bytes() const { return sync_->buffer_bytes(); }
-  int64_t parameter_bytes() const;
+  int64_t parameter_bytes() const;  // trainable weights as held now (ZeRO-3: the root)
 
   // Every rank calls it: writes folder/<name>-rank<r>-of-<n>.safetensors with this rank's
   // pieces (rank 0 only, when nothing is sharded), and rank 0 writes <name>.index.json.
@@ -73,6 +90,7 @@ class ParallelOptimizer {
   FlatLayout layout_;
   std::unique_ptr<GradientSync> sync_;
   std::unique_ptr<ShardedAdamW> optimizer_;
+  std::unique_ptr<FullyShardedUnits> units_;
 };
 
 }  // namespace vilau
