@@ -89,6 +89,7 @@ void bench_train(const TrainBenchArgs& args) {
   ParallelOptimizer optimizer(
       select_trainable(*model, {"llm", "mm_projector", "depth_transformer"}), optimizer_config,
       args.distributed, group, device);
+  shard_blocks(*model, optimizer);
   const MultimodalBatch batch = random_batch(*model, args, device);
   double start = 0;
   for (int64_t step = 0; step < args.warmup + args.steps; ++step) {
@@ -179,7 +180,7 @@ void add_bench_train_command(CLI::App& bench) {
   cmd->add_flag("--activation-checkpointing", args->checkpointing,
                 "Recompute each LLM layer in backward");
   cmd->add_option("--zero-stage", args->distributed.zero_stage,
-                  "0 (DDP), 1 (optimizer state sharded) or 2 (gradients too)")
+                  "0 (DDP), 1 (optimizer state sharded), 2 (gradients too) or 3 (parameters too)")
       ->capture_default_str();
   cmd->add_option("--bucket-mb", args->distributed.bucket_mb, "Gradient bucket size, fp32 MB")
       ->capture_default_str();

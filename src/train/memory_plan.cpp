@@ -10,6 +10,7 @@
 
 #include "vilau/core/error.h"
 #include "vilau/dist/flat_layout.h"
+#include "vilau/train/parallel_optimizer.h"
 
 namespace vilau {
 
@@ -37,7 +38,6 @@ class MetaConstruction {
   caffe2::TypeMeta previous_;
 };
 
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 std::string joined(const std::vector<std::string>& items) {
   std::string out;
@@ -52,19 +52,6 @@ std::vector<std::string> resolved_trainable(const std::vector<std::string>& requ
 
 bool contains(const std::vector<std::string>& items, const std::string& item) {
   return std::find(items.begin(), items.end(), item) != items.end();
-}
-
-// The ZeRO-3 unit of a trainable parameter (docs/training.md): each LLaMA decoder layer,
-// each depth-transformer block and the projector; everything else is the root unit.
-std::string fsdp_unit(const std::string& name) {
-  for (const std::string prefix :
-       {"llm.model.layers.", "depth_transformer.head_transformer.blocks."}) {
-    if (name.rfind(prefix, 0) == 0) {
-      return name.substr(0, name.find('.', prefix.size()));
-    }
-  }
-  if (name.rfind("mm_projector.", 0) == 0) return "mm_projector";
-  return "root";
 }
 
 const std::vector<int64_t>& shape_of(const std::map<std::string, at::Tensor>& params,
@@ -118,6 +105,8 @@ ActivationEstimate estimate_activations(const Shapes& s, const PlanOptions& o, b
   const int64_t b = static_cast<int64_t>(c10::elementSize(o.dtype));
   const int64_t rows = o.micro_batch, len = o.seq_len, tokens = rows * len;
   const int64_t h = s.hidden, i = s.intermediate;
+  // ZeRO-3 recomputes every decoder layer and depth block in backward.
+  const bool recompute = o.activation_checkpointing || o.zero_stage == 3;
   // RMSNorm: the fp32 upcast (none in fp32), the normalised cast and the scaled output.
   const int64_t norm = (b < 4 ? 4 * h : 0) + 2 * b * h;
   // Per token of a decoder layer: two norms, q, k, v (repeated to all heads), the attention
@@ -129,9 +118,9 @@ ActivationEstimate estimate_activations(const Shapes& s, const PlanOptions& o, b
 
   ActivationEstimate a;
   if (llm_path) {
-    a.checkpointed_inputs = o.activation_checkpointing ? (s.layers - 1) * tokens * b * h : 0;
-    a.llm_layers = o.activation_checkpointing ? 0 : s.layers * layer;
-    a.llm_layer_backward = (o.activation_checkpointing ? layer : 0) + layer_backward;
+    a.checkpointed_inputs = recompute ? (s.layers - 1) * tokens * b * h : 0;
+    a.llm_layers = recompute ? 0 : s.layers * layer;
+    a.llm_layer_backward = (recompute ? layer : 0) + layer_backward;
     // Input embeddings, the boolean mask, cos/sin, the final norm and the projector's
     // Linear-GELU-Linear over every position (an upper bound: all positions are images).
     a.whole_step = tokens * (b * h + norm + b * (s.code_dim + 2 * h)) + rows * len * len +
@@ -148,10 +137,15 @@ ActivationEstimate estimate_activations(const Shapes& s, const PlanOptions& o, b
   // Training-mode dropout keeps a byte mask per element (two residual dropouts per block).
   const int64_t block = 8 * b * e + 2 * b * s.depth_mlp + b * s.depth_heads * d +
                         (s.resid_dropout ? 2 * e : 0) + (s.attn_dropout ? s.depth_heads * d : 0);
+  // Under ZeRO-3 the blocks keep only their inputs, and one block's intermediates come back
+  // at a time during backward.
+  const int64_t kept_per_block = o.zero_stage == 3 ? b * e : block;
   const int64_t visual_saved =
-      any_trainable ? b * h + b * (d - 1) * s.code_dim + d * (s.blocks * block + 2 * b * e + 4 * k)
-                    : 0;
-  const int64_t visual_backward = any_trainable ? d * (8 * k + b * k) : 0;
+      any_trainable
+          ? b * h + b * (d - 1) * s.code_dim + d * (s.blocks * kept_per_block + 2 * b * e + 4 * k)
+          : 0;
+  const int64_t visual_backward =
+      any_trainable ? d * (8 * k + b * k) + (o.zero_stage == 3 ? d * block : 0) : 0;
   const auto heads = [&](int64_t visual) {
     const int64_t text = len - visual;
     return rows * (text * text_saved + visual * visual_saved +
@@ -248,33 +242,20 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanOptions& options) {
 
   const int64_t n = options.world_size;
   const int64_t b = static_cast<int64_t>(c10::elementSize(options.dtype));
-  int64_t shard = 0, padded = 0;
-  if (options.zero_stage == 3) {
-    std::vector<std::string> order;
-    std::map<std::string, int64_t> numel;
-    for (const auto& [name, count] : flat) {
-      const std::string unit = fsdp_unit(name);
-      if (numel.emplace(unit, 0).second) order.push_back(unit);
-      numel[unit] += count;
-    }
-    for (const std::string& unit : order) plan.units.push_back({unit, numel[unit]});
-    // Rank r owns chunk r of every unit padded to a multiple of N.
-    for (const PlanUnit& u : plan.units) {
-      shard += ceil_div(u.numel, n);
-      padded += ceil_div(u.numel, n) * n;
-    }
-  } else {
-    // The trainer's own layout (ParallelOptimizer): buckets in backward order.
-    std::reverse(backward_order.begin(), backward_order.end());
-    const FlatLayout layout(backward_order,
-                            static_cast<int64_t>(options.bucket_mb * (1 << 20) / 4),
-                            options.zero_stage >= 1 ? n : 1);
-    for (const FlatLayout::Bucket& bucket : layout.buckets) {
-      plan.units.push_back({"bucket " + std::to_string(plan.units.size()), bucket.numel});
-    }
-    shard = layout.shard_numel;
-    padded = layout.padded;
+  // The trainer's own layout (ParallelOptimizer): buckets or ZeRO-3 units in backward order.
+  std::reverse(backward_order.begin(), backward_order.end());
+  const FlatLayout layout =
+      options.zero_stage == 3
+          ? FlatLayout(backward_order, fsdp_unit, n)
+          : FlatLayout(backward_order, static_cast<int64_t>(options.bucket_mb * (1 << 20) / 4),
+                       options.zero_stage >= 1 ? n : 1);
+  for (const FlatLayout::Bucket& bucket : layout.buckets) {
+    const std::string& first = layout.params[bucket.first_param].name;
+    plan.units.push_back({options.zero_stage == 3 ? fsdp_unit(first)
+                                                  : "bucket " + std::to_string(plan.units.size()),
+                          bucket.numel});
   }
+  const int64_t shard = layout.shard_numel, padded = layout.padded;
   for (const PlanUnit& u : plan.units) {
     if (u.name == "root") {
       plan.root_unit = u.numel;
@@ -304,12 +285,14 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanOptions& options) {
       break;
     }
     default:
-      plan.parameters = frozen_bytes + b * shard;
-      plan.gradients = 4 * shard;
+      // Only the root unit is whole between steps; each other unit is gathered around its
+      // forward and its recompute. At most three units are gathered at once (the one
+      // running, the prefetched one, one whose gradients are being reduced), each with its
+      // staged fp32 gradient, and the root's fp32 gradient fills during the whole backward.
+      plan.parameters = frozen_bytes + b * plan.root_unit;
+      plan.gradients = 4 * shard + 4 * plan.root_unit + 3 * 4 * largest + transient_grad;
       plan.optimizer = 12 * shard;
-      // The root unit stays gathered all step and its gradient fills during the whole
-      // backward; two units are in flight (current and prefetched), each with its gradient.
-      plan.gathered = b * (2 * plan.root_unit + 4 * largest);
+      plan.gathered = 3 * b * largest;
       break;
   }
 

@@ -45,26 +45,6 @@ void load_weights(VilaUImpl& model, const TensorMap& weights) {
   });
 }
 
-// ZeRO-3: the decoder layers and depth-transformer blocks run as the optimizer's units.
-void shard_blocks(VilaUImpl& model, ParallelOptimizer& optimizer) {
-  const auto buckets = [&optimizer](const std::string& prefix, int64_t count) {
-    std::vector<int64_t> out;
-    for (int64_t i = 0; i < count; ++i) {
-      out.push_back(optimizer.bucket_of_unit(prefix + std::to_string(i)));
-    }
-    return out;
-  };
-  const auto llm = buckets("llm.model.layers.", model.config().llm.num_layers);
-  if (!llm.empty() && llm.front() >= 0) {
-    model.llm->set_block_wrapper(optimizer.units()->wrapper(llm));
-  }
-  const auto depth = buckets("depth_transformer.head_transformer.blocks.",
-                             static_cast<int64_t>(model.depth_transformer->head_transformer->blocks->size()));
-  if (!depth.empty() && depth.front() >= 0) {
-    model.depth_transformer->set_block_wrapper(optimizer.units()->wrapper(depth));
-  }
-}
-
 // The model's weights in the official names on rank 0 (CPU), every rank taking part in
 // gathering what ZeRO-3 shards away; other ranks get an empty map.
 std::map<std::string, at::Tensor> gathered_weights(const Run& run, VilaUImpl& model,
@@ -95,7 +75,7 @@ TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
   ParallelOptimizer optimizer(select_trainable(*model, tc.trainable_modules()), tc.optimizer,
                               tc.distributed, run.group, run.device);
   optimizer.inject_faults(options.faults);
-  if (tc.distributed.zero_stage == 3) shard_blocks(*model, optimizer);
+  shard_blocks(*model, optimizer);
 
   data::DataPosition position;
   if (resumed) {
@@ -200,3 +180,27 @@ TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
 }
 
 }  // namespace vilau::train_detail
+
+namespace vilau {
+
+void shard_blocks(VilaUImpl& model, ParallelOptimizer& optimizer) {
+  if (optimizer.units() == nullptr) return;
+  const auto buckets = [&optimizer](const std::string& prefix, int64_t count) {
+    std::vector<int64_t> out;
+    for (int64_t i = 0; i < count; ++i) {
+      out.push_back(optimizer.bucket_of_unit(prefix + std::to_string(i)));
+    }
+    return out;
+  };
+  const auto llm = buckets("llm.model.layers.", model.config().llm.num_layers);
+  if (!llm.empty() && llm.front() >= 0) {
+    model.llm->set_block_wrapper(optimizer.units()->wrapper(llm));
+  }
+  const auto depth = buckets("depth_transformer.head_transformer.blocks.",
+                             static_cast<int64_t>(model.depth_transformer->head_transformer->blocks->size()));
+  if (!depth.empty() && depth.front() >= 0) {
+    model.depth_transformer->set_block_wrapper(optimizer.units()->wrapper(depth));
+  }
+}
+
+}  // namespace vilau

@@ -53,6 +53,10 @@ std::vector<std::pair<std::string, at::Tensor>> select_trainable(
 
 at::Device training_device(const TrainConfig& train, int64_t local_rank);
 
+// ZeRO-3 (the optimizer's units): runs the model's decoder layers and depth-transformer
+// blocks through the optimizer's gather / recompute / free wrapper. No-op otherwise.
+void shard_blocks(VilaUImpl& model, ParallelOptimizer& optimizer);
+
 // `config` needs a train section and a data section, and a model section unless
 // train.init names a model folder. `config_yaml` is saved with the run and its checkpoints.
 TrainSummary train(const Config& config, const std::string& config_yaml, const ProcessGroup& group,
