@@ -267,10 +267,18 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanOptions& options) {
   const int64_t frozen_bytes = plan.parameters - plan.trainable_parameters * b;
   const int64_t largest = plan.largest_unit.numel;
   const int64_t transient_grad = b * largest;  // one bucket's .grad in the parameter dtype
+  int64_t biggest = 0;  // the largest bucket, the root included
+  for (const PlanUnit& u : plan.units) biggest = std::max(biggest, u.numel);
+  // The fp32 outputs of two reduce-scatters in flight, a chunk each.
+  const int64_t scatter_outputs = 2 * 4 * ((biggest + n - 1) / n);
   switch (options.zero_stage) {
     case 0:
-    case 1:
       plan.gradients = 4 * padded + transient_grad;
+      plan.optimizer = 12 * shard;
+      break;
+    case 1:
+      // The optimizer step takes a copy of this rank's shard of the all-reduced buffer.
+      plan.gradients = 4 * padded + 4 * shard + transient_grad;
       plan.optimizer = 12 * shard;
       break;
     case 2: {
@@ -280,7 +288,7 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanOptions& options) {
       std::sort(sizes.rbegin(), sizes.rend());
       int64_t in_flight = 0;
       for (size_t i = 0; i < std::min<size_t>(3, sizes.size()); ++i) in_flight += 4 * sizes[i];
-      plan.gradients = 4 * shard + in_flight + transient_grad;
+      plan.gradients = 4 * shard + in_flight + scatter_outputs + transient_grad;
       plan.optimizer = 12 * shard;
       break;
     }
@@ -290,7 +298,8 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanOptions& options) {
       // running, the prefetched one, one whose gradients are being reduced), each with its
       // staged fp32 gradient, and the root's fp32 gradient fills during the whole backward.
       plan.parameters = frozen_bytes + b * plan.root_unit;
-      plan.gradients = 4 * shard + 4 * plan.root_unit + 3 * 4 * largest + transient_grad;
+      plan.gradients =
+          4 * shard + 4 * plan.root_unit + 3 * 4 * largest + scatter_outputs + transient_grad;
       plan.optimizer = 12 * shard;
       plan.gathered = 3 * b * largest;
       break;
