@@ -148,7 +148,11 @@ at::Tensor VilaUImpl::embed_codes(const at::Tensor& codes) {
     sum = vision_tower->quantizer->embed_codes(codes).sum;
   }
   const at::Tensor weight = mm_projector->layers->parameters().front();
-  return mm_projector(sum.to(weight.scalar_type()));
+  const at::Tensor input = sum.to(weight.scalar_type());
+  if (projector_wrapper_ && is_training()) {
+    return projector_wrapper_(0, [this](const at::Tensor& x) { return mm_projector(x); }, input);
+  }
+  return mm_projector(input);
 }
 
 at::Tensor VilaUImpl::code_prefix_sums(const at::Tensor& codes) {

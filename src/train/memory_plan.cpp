@@ -267,10 +267,15 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanOptions& options) {
   const int64_t frozen_bytes = plan.parameters - plan.trainable_parameters * b;
   const int64_t largest = plan.largest_unit.numel;
   const int64_t transient_grad = b * largest;  // one bucket's .grad in the parameter dtype
-  int64_t biggest = 0;  // the largest bucket, the root included
-  for (const PlanUnit& u : plan.units) biggest = std::max(biggest, u.numel);
-  // The fp32 outputs of two reduce-scatters in flight, a chunk each.
-  const int64_t scatter_outputs = 2 * 4 * ((biggest + n - 1) / n);
+  // The fp32 outputs of the two reduce-scatters in flight, a 1/N chunk of a bucket each:
+  // at most the two largest buckets (the root included).
+  std::vector<int64_t> sizes;
+  for (const PlanUnit& u : plan.units) sizes.push_back(u.numel);
+  std::sort(sizes.rbegin(), sizes.rend());
+  int64_t scatter_outputs = 0;
+  for (size_t i = 0; i < std::min<size_t>(2, sizes.size()); ++i) {
+    scatter_outputs += 4 * ((sizes[i] + n - 1) / n);
+  }
   switch (options.zero_stage) {
     case 0:
       plan.gradients = 4 * padded + transient_grad;
@@ -283,9 +288,6 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanOptions& options) {
       break;
     case 2: {
       // One bucket being filled and two in flight, each a bucket of fp32 (GradientSync).
-      std::vector<int64_t> sizes;
-      for (const PlanUnit& u : plan.units) sizes.push_back(u.numel);
-      std::sort(sizes.rbegin(), sizes.rend());
       int64_t in_flight = 0;
       for (size_t i = 0; i < std::min<size_t>(3, sizes.size()); ++i) in_flight += 4 * sizes[i];
       plan.gradients = 4 * shard + in_flight + scatter_outputs + transient_grad;

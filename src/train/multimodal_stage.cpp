@@ -45,14 +45,14 @@ void load_weights(VilaUImpl& model, const TensorMap& weights) {
   });
 }
 
-// The model's weights in the official names on rank 0 (CPU), every rank taking part in
-// gathering what ZeRO-3 shards away; other ranks get an empty map.
+// The model's weights in the official names on rank 0, every rank taking part in gathering
+// what ZeRO-3 shards away (copied to the host one unit at a time); other ranks get an empty
+// map. Whole weights are the live tensors, which the writers copy to the host one by one,
+// so the model never exists twice.
 std::map<std::string, at::Tensor> gathered_weights(const Run& run, VilaUImpl& model,
                                                    ParallelOptimizer& optimizer) {
   std::map<std::string, at::Tensor> weights;
-  if (run.is_main()) {
-    for (auto& [name, t] : model.official_state_dict()) weights[name] = t.cpu();
-  }
+  if (run.is_main()) weights = model.official_state_dict();
   optimizer.for_each_sharded_parameter([&](const std::string& name, const at::Tensor& value) {
     if (run.is_main()) weights[VilaUImpl::official_name(name)] = value.detach().cpu().clone();
   });
@@ -201,6 +201,8 @@ void shard_blocks(VilaUImpl& model, ParallelOptimizer& optimizer) {
   if (!depth.empty() && depth.front() >= 0) {
     model.depth_transformer->set_block_wrapper(optimizer.units()->wrapper(depth));
   }
+  const int64_t projector = optimizer.bucket_of_unit("mm_projector");
+  if (projector >= 0) model.set_projector_wrapper(optimizer.units()->wrapper({projector}));
 }
 
 }  // namespace vilau

@@ -76,6 +76,7 @@ std::string fsdp_unit(const std::string& name) {
       return name.substr(0, name.find('.', prefix.size()));
     }
   }
+  if (name.rfind("mm_projector.", 0) == 0) return "mm_projector";
   return "root";
 }
 

@@ -91,16 +91,17 @@ TEST(MemoryPlan, TinyBytesPerStageFromTheModuleTree) {
   EXPECT_EQ(p0.total,
             p0.parameters + p0.gradients + p0.optimizer + p0.buffers + p0.activations.peak);
 
-  // ZeRO-3 on 4 ranks: one unit per decoder layer and per depth block, and the root (the
-  // rest, projector included), laid out as the trainer does.
+  // ZeRO-3 on 4 ranks: one unit per decoder layer, per depth block, the projector, and the
+  // root (the rest), laid out as the trainer does.
   o.world_size = 4;
   o.zero_stage = 3;
   const MemoryPlan p3 = plan_memory(config, o);
   const int64_t layers = config.llm.num_layers, blocks = config.depth_transformer.num_layers;
-  ASSERT_EQ(static_cast<int64_t>(p3.units.size()), layers + blocks + 1);
+  ASSERT_EQ(static_cast<int64_t>(p3.units.size()), layers + blocks + 2);
   EXPECT_EQ(p3.units.back().name, "root");
   const int64_t layer = numel_of(*cpu->llm->model->layers->ptr(0));
-  int64_t unit_sum = 0, largest = layer;
+  int64_t unit_sum = numel_of(*cpu->mm_projector);
+  int64_t largest = std::max(layer, unit_sum);
   for (int64_t i = 0; i < layers; ++i) unit_sum += layer;
   for (const auto& block : *cpu->depth_transformer->head_transformer->blocks) {
     unit_sum += numel_of(*block);
@@ -112,9 +113,9 @@ TEST(MemoryPlan, TinyBytesPerStageFromTheModuleTree) {
   for (const PlanUnit& u : p3.units) shard += (u.numel + 3) / 4;
   EXPECT_EQ(p3.parameters, 4 * frozen + 4 * p3.root_unit);
   EXPECT_EQ(p3.optimizer, 12 * shard);
-  const int64_t biggest = std::max(p3.root_unit, largest);
   EXPECT_EQ(p3.gradients, 4 * shard + 4 * p3.root_unit + 3 * 4 * largest +
-                              2 * 4 * ((biggest + 3) / 4) + 4 * largest);
+                              4 * ((p3.root_unit + 3) / 4) + 4 * ((largest + 3) / 4) +
+                              4 * largest);
   EXPECT_EQ(p3.gathered, 3 * 4 * largest);
   EXPECT_LE(4 * shard - trainable, 4 * static_cast<int64_t>(p3.units.size()) * 3);
 
@@ -136,10 +137,12 @@ TEST(MemoryPlan, ShardedPartsFallWithTheWorldSize) {
   EXPECT_EQ(eight.parameters, one.parameters);
   EXPECT_NEAR(static_cast<double>(eight.optimizer), one.optimizer / 8.0, 12.0 * 8 * 400);
   // What is not the shard: staged buckets, and two reduce-scatter outputs of 1/N bucket.
-  int64_t biggest = 0;
-  for (const PlanUnit& u : one.units) biggest = std::max(biggest, u.numel);
-  const double staged = one.gradients - 4.0 * one.trainable_parameters - 2 * 4.0 * biggest;
-  EXPECT_NEAR(eight.gradients - staged - 2 * 4.0 * biggest / 8, 4.0 * one.trainable_parameters / 8,
+  std::vector<int64_t> sizes;
+  for (const PlanUnit& u : one.units) sizes.push_back(u.numel);
+  std::sort(sizes.rbegin(), sizes.rend());
+  const double outputs = 4.0 * (sizes[0] + sizes[1]);
+  const double staged = one.gradients - 4.0 * one.trainable_parameters - outputs;
+  EXPECT_NEAR(eight.gradients - staged - outputs / 8, 4.0 * one.trainable_parameters / 8,
               4.0 * 8 * 400);
   EXPECT_EQ(eight.activations.peak, one.activations.peak);
   o.zero_stage = 3;

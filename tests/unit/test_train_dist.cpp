@@ -52,11 +52,19 @@ struct RunSpec {
   }
 };
 
+// VILAU_TRAIN_DEVICE=cuda runs every rank on GPU LOCAL_RANK with NCCL, in fp32 so that the
+// same tolerances hold (docs/training.md, "Distributed runs"); the CPU with Gloo otherwise.
+bool on_cuda() {
+  const char* device = std::getenv("VILAU_TRAIN_DEVICE");
+  return device != nullptr && std::string(device) == "cuda";
+}
+
 Config run_config(const nlohmann::json& spec, const std::string& dir) {
   const std::string name = spec["name"];
   return testing::tiny_run(
       spec["stage"], dir,
-      {"train.max_steps=" + std::to_string(spec["steps"].get<int>()),
+      {"train.device=" + std::string(on_cuda() ? "auto" : "cpu"), "train.precision=fp32",
+       "train.max_steps=" + std::to_string(spec["steps"].get<int>()),
        "data.batch_size=" + std::to_string(spec["batch"].get<int>()),
        "train.grad_accum=" + std::to_string(spec["accum"].get<int>()),
        "train.save_every=" + std::to_string(spec["save"].get<int>()),
@@ -75,7 +83,9 @@ TEST(TrainDist, Worker) {
   const DistEnv env = read_dist_env();
   const Config config = run_config(spec, dir);
   const bool exit_early = spec["exit"];
-  const ProcessGroup group(env, at::kCPU, std::chrono::seconds(exit_early ? 5 : 120));
+  const at::Device device =
+      on_cuda() ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank)) : at::kCPU;
+  const ProcessGroup group(env, device, std::chrono::seconds(exit_early ? 5 : 120));
   if (exit_early && env.rank == 1) std::_Exit(0);
   TrainOptions options;
   options.progress = false;

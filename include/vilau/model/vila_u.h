@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "vilau/core/config.h"
+#include "vilau/core/recompute.h"
 #include "vilau/llm/depth_transformer.h"
 #include "vilau/llm/llama.h"
 #include "vilau/model/batch.h"
@@ -91,6 +92,9 @@ class VilaUImpl : public torch::nn::Module {
   at::Tensor encode_images(const at::Tensor& pixels);
   // Codes [..., D] -> LLM input embeddings [..., H]: the projected sum of code vectors.
   at::Tensor embed_codes(const at::Tensor& codes);
+  // Training forwards run the projector through `wrapper` as block 0 (as LLaMA's layers):
+  // the trainer shards it this way.
+  void set_projector_wrapper(BlockWrapper wrapper) { projector_wrapper_ = std::move(wrapper); }
   // Per-depth code vectors summed cumulatively, [..., D, C]: the depth transformer's inputs.
   at::Tensor code_prefix_sums(const at::Tensor& codes);
 
@@ -112,6 +116,7 @@ class VilaUImpl : public torch::nn::Module {
 
  private:
   ModelConfig config_;
+  BlockWrapper projector_wrapper_;
 };
 TORCH_MODULE(VilaU);
 

@@ -26,8 +26,9 @@
 namespace vilau {
 
 // The ZeRO-3 unit of a trainable parameter: "llm.model.layers.<i>" for a decoder layer,
-// "depth_transformer.head_transformer.blocks.<i>" for a depth-transformer block, and
-// "root" for everything else (embeddings, norms, heads, projector), which stays gathered.
+// "depth_transformer.head_transformer.blocks.<i>" for a depth-transformer block,
+// "mm_projector" for the projector, and "root" for everything else (embeddings, norms,
+// heads, the depth transformer's outer layers), which stays gathered.
 std::string fsdp_unit(const std::string& name);
 
 class ParallelOptimizer {
