@@ -16,8 +16,8 @@ struct GradientSync::Impl {
   const ProcessGroup& group;
   Options options;
   Faults faults;
-  at::Tensor accumulator;  // unsharded: [padded]
-  at::Tensor shard;        // sharded: [shard_numel]
+  at::Tensor accumulator;           // unsharded: [padded]
+  at::Tensor shard;                 // sharded: [shard_numel]
   std::vector<at::Tensor> staging;  // sharded: per bucket, only while it is being filled
   std::vector<int64_t> missing;     // per bucket: parameters whose gradient is still to come
   std::vector<bool> ready;          // per parameter
@@ -36,8 +36,7 @@ struct GradientSync::Impl {
   std::vector<c10::intrusive_ptr<torch::autograd::Node>> accumulators;
   std::vector<uintptr_t> hook_keys;
 
-  Impl(const FlatLayout& l, const ProcessGroup& g, Options o)
-      : layout(l), group(g), options(o) {}
+  Impl(const FlatLayout& l, const ProcessGroup& g, Options o) : layout(l), group(g), options(o) {}
 
   at::TensorOptions fp32() const {
     return at::TensorOptions().dtype(at::kFloat).device(options.device);
@@ -66,8 +65,8 @@ struct GradientSync::Impl {
     if (!in_backward) return;
     const FlatLayout::Param& p = layout.params[i];
     if (syncing && ready[i] && p.bucket < next_bucket) {
-      throw Error(describe("gradient sync", "parameter " + p.name,
-                           "one gradient per backward", "a second one after its bucket was reduced"));
+      throw Error(describe("gradient sync", "parameter " + p.name, "one gradient per backward",
+                           "a second one after its bucket was reduced"));
     }
     take(i);
     if (!syncing || ready[i]) return;
@@ -78,8 +77,7 @@ struct GradientSync::Impl {
   }
 
   void launch_ready() {
-    while (next_bucket < static_cast<int64_t>(layout.buckets.size()) &&
-           missing[next_bucket] == 0) {
+    while (next_bucket < static_cast<int64_t>(layout.buckets.size()) && missing[next_bucket] == 0) {
       launch(next_bucket++);
     }
   }
@@ -232,9 +230,7 @@ int64_t GradientSync::buffer_bytes() const {
   return 4 * (s.options.shard_gradients ? s.layout.shard_numel : s.layout.padded);
 }
 
-const std::vector<GradientSync::Launch>& GradientSync::launches() const {
-  return impl_->launches;
-}
+const std::vector<GradientSync::Launch>& GradientSync::launches() const { return impl_->launches; }
 
 void GradientSync::inject_faults(Faults faults) { impl_->faults = faults; }
 

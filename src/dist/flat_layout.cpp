@@ -48,8 +48,8 @@ void build(FlatLayout& layout, std::vector<std::pair<std::string, at::Tensor>>& 
 
 }  // namespace
 
-FlatLayout::FlatLayout(std::vector<std::pair<std::string, at::Tensor>> named,
-                       int64_t bucket_numel, int64_t shard_count)
+FlatLayout::FlatLayout(std::vector<std::pair<std::string, at::Tensor>> named, int64_t bucket_numel,
+                       int64_t shard_count)
     : shards(shard_count) {
   const int64_t cap = std::max<int64_t>(1, bucket_numel);
   std::vector<bool> starts(named.size(), false);
@@ -97,8 +97,8 @@ at::Tensor FlatLayout::shard_values(int64_t rank) const {
   at::Tensor out = at::zeros({shard_numel}, at::TensorOptions().dtype(at::kFloat).device(device));
   for (const Piece& piece : pieces(rank)) {
     out.narrow(0, piece.shard_offset, piece.length)
-        .copy_(params[piece.param].tensor.detach().reshape(-1).narrow(0, piece.start,
-                                                                         piece.length));
+        .copy_(
+            params[piece.param].tensor.detach().reshape(-1).narrow(0, piece.start, piece.length));
   }
   return out;
 }

@@ -269,14 +269,12 @@ std::string CheckpointManager::save(const TrainingState& state) {
 std::string CheckpointManager::commit(const TrainingState& state) {
   std::string trainer_state;
   try {
-    trainer_state = nlohmann::json{{"format", kFormat},
-                                   {"version", kVersion},
-                                   {"step", state.step},
-                                   {"scheduler", state.scheduler},
-                                   {"data", state.data},
-                                   {"optimizer_file", !state.optimizer.empty()}}
-                        .dump(2) +
-                    "\n";
+    trainer_state =
+        nlohmann::json{{"format", kFormat},  {"version", kVersion},
+                       {"step", state.step}, {"scheduler", state.scheduler},
+                       {"data", state.data}, {"optimizer_file", !state.optimizer.empty()}}
+            .dump(2) +
+        "\n";
   } catch (const nlohmann::json::exception& e) {
     throw FormatError(describe(root_, "cannot write the trainer state", {}, e.what()));
   }
@@ -354,7 +352,8 @@ TrainingState CheckpointManager::load(const std::string& folder) const {
   state.data = field(meta, state_path, "data");
   state.model = read_model(dir);
   // Checkpoints whose optimizer writes its own shards have no optimizer file.
-  const bool optimizer_file = !meta.contains("optimizer_file") || meta.at("optimizer_file") != false;
+  const bool optimizer_file =
+      !meta.contains("optimizer_file") || meta.at("optimizer_file") != false;
   if (optimizer_file) {
     state.optimizer = read_tensors(dir / kOptimizerFile, "the optimizer state", /*owned=*/true);
   }

@@ -336,8 +336,8 @@ VilaULoss VilaUImpl::loss(const ExpandedInputs& inputs, const LossWeights& weigh
     // that every data-parallel rank runs the same modules (ZeRO-3 gathers each block's
     // weights collectively) and produces their (zero) gradients during backward.
     const at::Tensor state = flat_hidden.narrow(0, 0, 1);
-    const at::Tensor prefix = at::zeros({1, depth - 1, depth_transformer->code_dim()},
-                                        state.options());
+    const at::Tensor prefix =
+        at::zeros({1, depth - 1, depth_transformer->code_dim()}, state.options());
     out.visual_loss = depth_transformer(state, prefix).sum().to(at::kFloat) * 0.0;
   } else {
     out.visual_loss = at::zeros({}, hidden.options().dtype(at::kFloat));

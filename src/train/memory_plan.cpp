@@ -38,7 +38,6 @@ class MetaConstruction {
   caffe2::TypeMeta previous_;
 };
 
-
 std::string joined(const std::vector<std::string>& items) {
   std::string out;
   for (const auto& s : items) out += (out.empty() ? "" : ", ") + s;
@@ -251,9 +250,9 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanOptions& options) {
                        options.zero_stage >= 1 ? n : 1);
   for (const FlatLayout::Bucket& bucket : layout.buckets) {
     const std::string& first = layout.params[bucket.first_param].name;
-    plan.units.push_back({options.zero_stage == 3 ? fsdp_unit(first)
-                                                  : "bucket " + std::to_string(plan.units.size()),
-                          bucket.numel});
+    plan.units.push_back(
+        {options.zero_stage == 3 ? fsdp_unit(first) : "bucket " + std::to_string(plan.units.size()),
+         bucket.numel});
   }
   const int64_t shard = layout.shard_numel, padded = layout.padded;
   for (const PlanUnit& u : plan.units) {

@@ -2,9 +2,11 @@
 // the LLM, projector and depth transformer trained on the text and visual losses.
 #include <spdlog/spdlog.h>
 
-#include <chrono>
 #include <cmath>
+#include <memory>
+#include <optional>
 
+#include "loop.h"
 #include "run.h"
 #include "vilau/core/error.h"
 #include "vilau/model/vila_u.h"
@@ -59,124 +61,102 @@ std::map<std::string, at::Tensor> gathered_weights(const Run& run, VilaUImpl& mo
   return weights;
 }
 
-}  // namespace
-
-TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
-  const TrainConfig& tc = run.train;
-  const data::DataConfig& dc = *run.config.data;
-  VilaU model = build_model(run);
-  check_data_fits(dc, *model);
-  model->llm->set_activation_checkpointing(tc.activation_checkpointing);
-  const Tokenizer tokenizer = Tokenizer::load(run.tokenizer_dir());
-  TrainSummary summary;
-  // Weights load before the optimizer takes its master copy (and ZeRO-3 shards them).
-  const std::optional<io::TrainingState> resumed = run.resume(&summary.resumed_from);
-  if (resumed) load_weights(*model, as_map(resumed->model));
-  ParallelOptimizer optimizer(select_trainable(*model, tc.trainable_modules()), tc.optimizer,
-                              tc.distributed, run.group, run.device);
-  optimizer.inject_faults(options.faults);
-  shard_blocks(*model, optimizer);
-
-  data::DataPosition position;
-  if (resumed) {
-    optimizer.load_shard(summary.resumed_from, "optimizer");
-    run.restore_rng(*resumed);
-    position = run.position_of(*resumed);
-    summary.first_step = resumed->step;
-    spdlog::info("resumed from {} at step {}", summary.resumed_from, resumed->step);
+// The stage's state between steps: the model, its optimizer and the data.
+class MultimodalStage final : public Stage {
+ public:
+  MultimodalStage(Run& run, const TrainOptions& options, TrainSummary& summary)
+      : run_(run),
+        tc_(run.train),
+        model_(build_model(run)),
+        tokenizer_(Tokenizer::load(run.tokenizer_dir())) {
+    const data::DataConfig& dc = *run.config.data;
+    check_data_fits(dc, *model_);
+    model_->llm->set_activation_checkpointing(tc_.activation_checkpointing);
+    // Weights load before the optimizer takes its master copy (and ZeRO-3 shards them).
+    const std::optional<io::TrainingState> resumed = run.resume(&summary.resumed_from);
+    if (resumed) load_weights(*model_, as_map(resumed->model));
+    optimizer_ =
+        std::make_unique<ParallelOptimizer>(select_trainable(*model_, tc_.trainable_modules()),
+                                            tc_.optimizer, tc_.distributed, run.group, run.device);
+    optimizer_->inject_faults(options.faults);
+    shard_blocks(*model_, *optimizer_);
+    data::DataPosition position;
+    if (resumed) {
+      optimizer_->load_shard(summary.resumed_from, "optimizer");
+      run.restore_rng(*resumed);
+      position = run.position_of(*resumed);
+      summary.first_step = resumed->step;
+      spdlog::info("resumed from {} at step {}", summary.resumed_from, resumed->step);
+    }
+    loader_ = std::make_unique<data::DataLoader>(dc, tokenizer_, run.group.rank(),
+                                                 run.group.world_size(), position);
+    model_->train();
+    spdlog::info("stage {}: {} trainable parameters, {} rank(s), ZeRO-{}, {} on {}", tc_.stage,
+                 optimizer_->parameters(), run.group.world_size(), tc_.distributed.zero_stage,
+                 run.dtype == at::kBFloat16 ? "bf16" : "fp32", run.device.str());
   }
-  data::DataLoader loader(dc, tokenizer, run.group.rank(), run.group.world_size(), position);
-  model->train();
 
-  const int64_t params = optimizer.parameters();
-  spdlog::info("stage {}: {} trainable parameters, {} rank(s), ZeRO-{}, {} on {}", tc.stage, params,
-               run.group.world_size(), tc.distributed.zero_stage,
-               run.dtype == at::kBFloat16 ? "bf16" : "fp32", run.device.str());
-  ProgressBar bar("train " + tc.stage, tc.max_steps, "step", summary.first_step,
-                  options.progress && run.is_main());
-  int64_t step = summary.first_step;
-  const auto started = std::chrono::steady_clock::now();
-  int64_t tokens_done = 0, samples_done = 0;
-  while (step < tc.max_steps) {
+  Outcome step(int64_t, double lr_factor, bool) override {
     // Loss, text and visual parts and LLM tokens, summed on the device: one sync per step.
-    at::Tensor totals = at::zeros({4}, at::TensorOptions().dtype(at::kDouble).device(run.device));
-    int64_t samples = 0;
-    data::DataPosition after;
-    for (int64_t micro = 0; micro < tc.grad_accum; ++micro) {
-      data::DataBatch batch = Run::next_batch(loader);
-      after = batch.position;
+    at::Tensor totals = at::zeros({4}, at::TensorOptions().dtype(at::kDouble).device(run_.device));
+    Outcome out;
+    for (int64_t micro = 0; micro < tc_.grad_accum; ++micro) {
+      data::DataBatch batch = Run::next_batch(*loader_);
+      out.position = batch.position;
       batch.batch.segment_ids = batch.segment_ids;
-      const ExpandedInputs inputs = model->expand(run.to_device(batch.batch));
-      const VilaULoss loss = model->loss(inputs, tc.loss_weights);
-      optimizer.backward(loss.loss / static_cast<double>(tc.grad_accum),
-                         micro == tc.grad_accum - 1);
+      const ExpandedInputs inputs = model_->expand(run_.to_device(batch.batch));
+      const VilaULoss loss = model_->loss(inputs, tc_.loss_weights);
+      optimizer_->backward(loss.loss / static_cast<double>(tc_.grad_accum),
+                           micro == tc_.grad_accum - 1);
       totals +=
           at::stack({loss.loss.detach().to(at::kDouble), loss.text_loss.detach().to(at::kDouble),
                      loss.visual_loss.detach().to(at::kDouble),
                      inputs.attention_mask.ne(0).sum().to(at::kDouble)});
-      samples += batch.batch.input_ids.size(0);
+      out.samples += batch.batch.input_ids.size(0) * run_.group.world_size();
     }
     const at::Tensor local = totals.cpu();
-    const auto tokens = static_cast<int64_t>(local[3].item<double>());
+    out.tokens = static_cast<int64_t>(local[3].item<double>()) * run_.group.world_size();
     const bool finite = std::isfinite(local[0].item<double>());
     // Means over micro-batches, then over ranks.
-    at::Tensor means = local.slice(0, 0, 3) / static_cast<double>(tc.grad_accum);
-    run.group.all_reduce_mean(means);
-    const double factor =
-        cosine_lr_factor(step, tc.max_steps, tc.optimizer.warmup_ratio, tc.optimizer.min_lr_ratio);
-    const ParallelOptimizer::Step result = optimizer.step(factor, finite);
-    ++step;
-    if (options.after_step) options.after_step(step, optimizer);
-    const double loss = means[0].item<double>();
-    summary.losses.push_back(loss);
-    if (result.skipped) run.count_skipped(summary, step, result.grad_norm);
-    tokens_done += tokens * run.group.world_size();
-    samples_done += samples * run.group.world_size();
-    const double elapsed =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    if (step % tc.log_every == 0 || step == tc.max_steps) {
-      const double lr = tc.optimizer.lr * factor;
-      run.log({{"step", step},
-               {"loss", loss},
-               {"text_loss", means[1].item<double>()},
-               {"visual_loss", means[2].item<double>()},
-               {"lr", lr},
-               {"grad_norm", result.grad_norm},
-               {"skipped", result.skipped},
-               {"tokens_per_s", static_cast<double>(tokens_done) / elapsed},
-               {"samples_per_s", static_cast<double>(samples_done) / elapsed},
-               {"elapsed_s", elapsed}});
-      char status[160];
-      std::snprintf(status, sizeof status, "loss %.4f lr %.2e %.0f tok/s %.2f samples/s", loss, lr,
-                    static_cast<double>(tokens_done) / elapsed,
-                    static_cast<double>(samples_done) / elapsed);
-      bar.update(step, status);
-    }
-    const bool last = step == tc.max_steps;
-    if (step == options.stop_after_step && !last) {
-      summary.last_step = step;
-      return summary;
-    }
-    if (run.checkpoint_due(step)) {
-      io::TrainingState state;
-      state.step = step;
-      state.model = as_named(gathered_weights(run, *model, optimizer));
-      state.scheduler = {{"type", "cosine"},
-                         {"step", step},
-                         {"total_steps", tc.max_steps},
-                         {"warmup_ratio", tc.optimizer.warmup_ratio}};
-      run.save(std::move(state), after,
-               [&optimizer](const std::string& folder) { optimizer.save_shard(folder, "optimizer"); });
-    }
+    at::Tensor means = local.slice(0, 0, 3) / static_cast<double>(tc_.grad_accum);
+    run_.group.all_reduce_mean(means);
+    out.update = optimizer_->step(lr_factor, finite);
+    out.loss = means[0].item<double>();
+    out.metrics = {{"text_loss", means[1].item<double>()},
+                   {"visual_loss", means[2].item<double>()}};
+    return out;
   }
-  bar.finish();
-  summary.last_step = step;
-  if (tc.export_at_end) {
-    const std::map<std::string, at::Tensor> weights = gathered_weights(run, *model, optimizer);
-    if (run.is_main()) summary.export_dir = run.export_model(model->config(), weights);
+
+  io::NamedTensors weights() override {
+    return as_named(gathered_weights(run_, *model_, *optimizer_));
   }
-  run.group.barrier();
-  return summary;
+
+  void write_shards(const std::string& folder) override {
+    optimizer_->save_shard(folder, "optimizer");
+  }
+
+  std::string export_model() override {
+    const std::map<std::string, at::Tensor> weights = gathered_weights(run_, *model_, *optimizer_);
+    return run_.is_main() ? run_.export_model(model_->config(), weights) : "";
+  }
+
+  const ParallelOptimizer& optimizer() const override { return *optimizer_; }
+
+ private:
+  Run& run_;
+  const TrainConfig& tc_;
+  VilaU model_;
+  Tokenizer tokenizer_;  // the loader reads through it
+  std::unique_ptr<ParallelOptimizer> optimizer_;
+  std::unique_ptr<data::DataLoader> loader_;
+};
+
+}  // namespace
+
+TrainSummary train_multimodal(Run& run, const TrainOptions& options) {
+  TrainSummary summary;
+  MultimodalStage stage(run, options, summary);
+  return run_loop(run, stage, std::move(summary), options);
 }
 
 }  // namespace vilau::train_detail
@@ -196,8 +176,9 @@ void shard_blocks(VilaUImpl& model, ParallelOptimizer& optimizer) {
   if (!llm.empty() && llm.front() >= 0) {
     model.llm->set_block_wrapper(optimizer.units()->wrapper(llm));
   }
-  const auto depth = buckets("depth_transformer.head_transformer.blocks.",
-                             static_cast<int64_t>(model.depth_transformer->head_transformer->blocks->size()));
+  const auto depth =
+      buckets("depth_transformer.head_transformer.blocks.",
+              static_cast<int64_t>(model.depth_transformer->head_transformer->blocks->size()));
   if (!depth.empty() && depth.front() >= 0) {
     model.depth_transformer->set_block_wrapper(optimizer.units()->wrapper(depth));
   }

@@ -53,8 +53,8 @@ int64_t index_int(const nlohmann::json& j, const std::string& key, const std::st
   const int64_t v =
       index_field(j, key, file, &nlohmann::json::is_number_integer, "an integer").get<int64_t>();
   if (v < min) {
-    throw FormatError(describe(file, "key \"" + key + "\"", ">= " + std::to_string(min),
-                               std::to_string(v)));
+    throw FormatError(
+        describe(file, "key \"" + key + "\"", ">= " + std::to_string(min), std::to_string(v)));
   }
   return v;
 }
@@ -177,8 +177,8 @@ void ParallelOptimizer::write_back() {
     if (units_ && static_cast<int64_t>(b) < units_->root()) continue;
     const FlatLayout::Bucket& bucket = layout_.buckets[b];
     if (layout_.shards == 1) {
-      layout_.write_bucket(static_cast<int64_t>(b), master.narrow(0, bucket.shard_offset,
-                                                                  bucket.padded));
+      layout_.write_bucket(static_cast<int64_t>(b),
+                           master.narrow(0, bucket.shard_offset, bucket.padded));
       continue;
     }
     // Gathered in the parameters' dtype when they share one: half the bytes for bf16.
@@ -252,13 +252,10 @@ void ParallelOptimizer::save_shard(const std::string& folder, const std::string&
                         {"length", piece.length}});
     }
   }
-  const nlohmann::json index = {{"format", kShardFormat},
-                                {"version", kShardVersion},
-                                {"shards", shards},
-                                {"zero_stage", zero_stage_},
-                                {"steps", optimizer_->steps()},
-                                {"parameters", parameters},
-                                {"pieces", pieces}};
+  const nlohmann::json index = {
+      {"format", kShardFormat},    {"version", kShardVersion},     {"shards", shards},
+      {"zero_stage", zero_stage_}, {"steps", optimizer_->steps()}, {"parameters", parameters},
+      {"pieces", pieces}};
   io::write_file_atomic((fs::path(folder) / (name + ".index.json")).string(), index.dump(1) + "\n");
 }
 
@@ -266,24 +263,23 @@ void ParallelOptimizer::load_shard(const std::string& folder, const std::string&
   const std::string file = (fs::path(folder) / (name + ".index.json")).string();
   const nlohmann::json index = io::read_json_file(file, "the optimizer shard index");
   if (!index.is_object() || index.value("format", "") != kShardFormat) {
-    throw FormatError(describe(file, "key \"format\"", std::string("\"") + kShardFormat + "\"",
-                               index.is_object() && index.contains("format")
-                                   ? index.at("format").dump()
-                                   : "missing"));
+    throw FormatError(describe(
+        file, "key \"format\"", std::string("\"") + kShardFormat + "\"",
+        index.is_object() && index.contains("format") ? index.at("format").dump() : "missing"));
   }
   const int64_t version = index_int(index, "version", file, 0);
   if (version != kShardVersion) {
-    throw FormatError(describe(file, "key \"version\"", std::to_string(kShardVersion),
-                               std::to_string(version)));
+    throw FormatError(
+        describe(file, "key \"version\"", std::to_string(kShardVersion), std::to_string(version)));
   }
   const int64_t shards = index_int(index, "shards", file, 1);
   const int64_t steps = index_int(index, "steps", file, 0);
   // The checkpoint must describe exactly these parameters.
   std::map<std::string, int64_t> numel;
-  for (const auto& p : index_field(index, "parameters", file, &nlohmann::json::is_array,
-                                   "an array")) {
-    numel[index_field(p, "name", file, &nlohmann::json::is_string, "a string")
-              .get<std::string>()] = index_int(p, "numel", file, 0);
+  for (const auto& p :
+       index_field(index, "parameters", file, &nlohmann::json::is_array, "an array")) {
+    numel[index_field(p, "name", file, &nlohmann::json::is_string, "a string").get<std::string>()] =
+        index_int(p, "numel", file, 0);
   }
   for (const FlatLayout::Param& p : layout_.params) {
     const auto it = numel.find(p.name);
@@ -294,9 +290,10 @@ void ParallelOptimizer::load_shard(const std::string& folder, const std::string&
     }
   }
   if (numel.size() != layout_.params.size()) {
-    throw FormatError(describe(file, "parameters", std::to_string(layout_.params.size()) +
-                                                       " trainable ones, as this run has",
-                               std::to_string(numel.size())));
+    throw FormatError(
+        describe(file, "parameters",
+                 std::to_string(layout_.params.size()) + " trainable ones, as this run has",
+                 std::to_string(numel.size())));
   }
   struct Old {
     int64_t rank, start, length;
@@ -309,11 +306,11 @@ void ParallelOptimizer::load_shard(const std::string& folder, const std::string&
     const Old o{index_int(piece, "rank", file, 0), index_int(piece, "start", file, 0),
                 index_int(piece, "length", file, 1)};
     if (o.rank >= shards || !numel.count(param) || o.start + o.length > numel.at(param)) {
-      throw FormatError(describe(file, "piece of " + param,
-                                 "a rank below " + std::to_string(shards) +
-                                     " and elements inside the parameter",
-                                 "rank " + std::to_string(o.rank) + ", elements " +
-                                     std::to_string(o.start) + "+" + std::to_string(o.length)));
+      throw FormatError(
+          describe(file, "piece of " + param,
+                   "a rank below " + std::to_string(shards) + " and elements inside the parameter",
+                   "rank " + std::to_string(o.rank) + ", elements " + std::to_string(o.start) +
+                       "+" + std::to_string(o.length)));
     }
     old[param].push_back(o);
   }
@@ -343,10 +340,9 @@ void ParallelOptimizer::load_shard(const std::string& folder, const std::string&
         const std::string tensor = piece_name(state, param, o.start);
         const at::Tensor values = source.tensor(tensor);
         if (values.numel() != o.length || values.scalar_type() != at::kFloat) {
-          throw FormatError(describe(source.path(), "tensor " + tensor,
-                                     std::to_string(o.length) + " fp32 values",
-                                     std::to_string(values.numel()) + " " +
-                                         c10::toString(values.scalar_type())));
+          throw FormatError(
+              describe(source.path(), "tensor " + tensor, std::to_string(o.length) + " fp32 values",
+                       std::to_string(values.numel()) + " " + c10::toString(values.scalar_type())));
         }
         optimizer_->mutable_state(state)
             .narrow(0, piece.shard_offset + (begin - piece.start), end - begin)

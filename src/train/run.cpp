@@ -141,8 +141,8 @@ data::DataPosition Run::position_of(const io::TrainingState& state) const {
   const int64_t consumed = positions.front().index * saved;
   if (consumed % group.world_size() != 0) {
     throw ConfigError(describe("resume on " + std::to_string(group.world_size()) + " ranks",
-                               "samples consumed in the epoch",
-                               "a multiple of the world size", std::to_string(consumed)));
+                               "samples consumed in the epoch", "a multiple of the world size",
+                               std::to_string(consumed)));
   }
   spdlog::info("resuming a checkpoint of {} ranks on {}: {} samples of epoch {} consumed", saved,
                group.world_size(), consumed, positions.front().epoch);

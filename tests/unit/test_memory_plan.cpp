@@ -114,8 +114,7 @@ TEST(MemoryPlan, TinyBytesPerStageFromTheModuleTree) {
   EXPECT_EQ(p3.parameters, 4 * frozen + 4 * p3.root_unit);
   EXPECT_EQ(p3.optimizer, 12 * shard);
   EXPECT_EQ(p3.gradients, 4 * shard + 4 * p3.root_unit + 3 * 4 * largest +
-                              4 * ((p3.root_unit + 3) / 4) + 4 * ((largest + 3) / 4) +
-                              4 * largest);
+                              4 * ((p3.root_unit + 3) / 4) + 4 * ((largest + 3) / 4) + 4 * largest);
   EXPECT_EQ(p3.gathered, 3 * 4 * largest);
   EXPECT_LE(4 * shard - trainable, 4 * static_cast<int64_t>(p3.units.size()) * 3);
 

@@ -45,9 +45,9 @@ struct RunSpec {
   double dropout = 0;  // the depth transformer's (off by default: layouts compare)
 
   nlohmann::json to_json() const {
-    return {{"name", name},   {"world", world},         {"zero", zero},   {"batch", batch},
-            {"accum", accum}, {"steps", steps},         {"stop", stop},   {"kill", kill},
-            {"save", save_every}, {"stage", stage},     {"fault", fault}, {"exit", exit_early},
+    return {{"name", name},       {"world", world}, {"zero", zero},   {"batch", batch},
+            {"accum", accum},     {"steps", steps}, {"stop", stop},   {"kill", kill},
+            {"save", save_every}, {"stage", stage}, {"fault", fault}, {"exit", exit_early},
             {"dropout", dropout}};
   }
 };
@@ -120,10 +120,10 @@ TEST(TrainDist, Worker) {
 
 // What a run leaves behind, as the comparisons need it.
 struct Outcome {
-  std::vector<double> losses;               // of the last process that ran, per step
-  std::map<int64_t, double> grad_norms;     // metrics.jsonl, by step
+  std::vector<double> losses;                 // of the last process that ran, per step
+  std::map<int64_t, double> grad_norms;       // metrics.jsonl, by step
   std::map<std::string, at::Tensor> weights;  // the export
-  nlohmann::json result;                    // rank 0's result file
+  nlohmann::json result;                      // rank 0's result file
 };
 
 constexpr double kLr = 3e-3;  // configs/train/tiny-*.yaml
@@ -299,8 +299,8 @@ TEST_F(TrainDistributed, BucketsLaunchWhileBackwardRunsAtEveryZeroStage) {
 }
 
 TEST_F(TrainDistributed, KilledRunResumesBitExactOnTheSameRanks) {
-  const RunSpec whole{.name = "whole", .world = 2, .zero = 2, .batch = 2, .steps = 6,
-                      .save_every = 2};
+  const RunSpec whole{
+      .name = "whole", .world = 2, .zero = 2, .batch = 2, .steps = 6, .save_every = 2};
   const Outcome reference = run(whole);
   RunSpec killed = whole;
   killed.name = "killed";
@@ -346,8 +346,13 @@ TEST_F(TrainDistributed, CheckpointsResumeOnOtherWorldSizesAndZeroStages) {
 }
 
 TEST_F(TrainDistributed, TowerStageResumesBitExactAfterAKill) {
-  const RunSpec whole{.name = "whole", .world = 2, .zero = 1, .batch = 2, .steps = 4,
-                      .save_every = 2, .stage = "tower"};
+  const RunSpec whole{.name = "whole",
+                      .world = 2,
+                      .zero = 1,
+                      .batch = 2,
+                      .steps = 4,
+                      .save_every = 2,
+                      .stage = "tower"};
   const Outcome reference = run(whole);
   RunSpec killed = whole;
   killed.name = "killed";

@@ -19,6 +19,7 @@ at::Tensor recompute_in_backward(Block block, const at::Tensor& x);
 // around it: the trainer shards parameters this way (ZeRO-3 gathers a block's weights just
 // before it runs), while the model code stays single-device. Models call block(x) directly
 // when none is set.
-using BlockWrapper = std::function<at::Tensor(int64_t index, const Block& block, const at::Tensor& x)>;
+using BlockWrapper =
+    std::function<at::Tensor(int64_t index, const Block& block, const at::Tensor& x)>;
 
 }  // namespace vilau

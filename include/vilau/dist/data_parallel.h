@@ -29,7 +29,7 @@ namespace vilau {
 class GradientSync {
  public:
   struct Options {
-    bool shard_gradients = false;            // ZeRO-2
+    bool shard_gradients = false;              // ZeRO-2
     at::ScalarType reduce_dtype = at::kFloat;  // what the collectives move
     at::Device device{at::kCPU};
     // Called right after a bucket's collective was launched, its gradients taken (ZeRO-3
