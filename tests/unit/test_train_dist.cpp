@@ -43,12 +43,13 @@ struct RunSpec {
   std::string fault;  // "", "average" (no division by the world size), "twice" (bucket 0)
   bool exit_early = false;
   double dropout = 0;  // the depth transformer's (off by default: layouts compare)
+  std::string reduce = "fp32";  // train.distributed.reduce_dtype
 
   nlohmann::json to_json() const {
     return {{"name", name},       {"world", world}, {"zero", zero},   {"batch", batch},
             {"accum", accum},     {"steps", steps}, {"stop", stop},   {"kill", kill},
             {"save", save_every}, {"stage", stage}, {"fault", fault}, {"exit", exit_early},
-            {"dropout", dropout}};
+            {"dropout", dropout},     {"reduce", reduce}};
   }
 };
 
@@ -71,6 +72,7 @@ Config run_config(const nlohmann::json& spec, const std::string& dir) {
        "train.distributed.zero_stage=" + std::to_string(spec["zero"].get<int>()),
        // Small buckets: several collectives per step even on the tiny model.
        "train.distributed.bucket_mb=0.02",
+       "train.distributed.reduce_dtype=" + spec["reduce"].get<std::string>(),
        "train.distributed.timeout_s=" + std::string(spec["exit"].get<bool>() ? "5" : "120"),
        "train.output_dir=" + dir + "/" + name,
        "model.depth_transformer.resid_dropout=" + std::to_string(spec["dropout"].get<double>())});
@@ -247,6 +249,19 @@ TEST_F(TrainDistributed, FourMicroBatchesMatchOneProcessAtEveryZeroStage) {
     const Outcome o =
         run({.name = name, .world = 2, .zero = zero, .batch = 1, .accum = 4, .steps = 3});
     EXPECT_EQ(difference(single, o, 1e-5), "") << name;
+  }
+}
+
+TEST_F(TrainDistributed, BFloat16ReductionsStayCloseButAreReallyBFloat16) {
+  // Gradients travel in bf16 (8 significant bits) and accumulate in fp32: close to the fp32
+  // run, but measurably not equal to it.
+  const Outcome single = run({.name = "single", .steps = 3});
+  for (int zero : {0, 2, 3}) {
+    const std::string name = "bf16-zero" + std::to_string(zero);
+    const Outcome o =
+        run({.name = name, .world = 2, .zero = zero, .batch = 2, .steps = 3, .reduce = "bf16"});
+    EXPECT_EQ(difference(single, o, 2e-2), "") << name;
+    EXPECT_NE(difference(single, o, 1e-5), "") << name << ": no different from fp32";
   }
 }
 
