@@ -42,14 +42,14 @@ struct RunSpec {
   std::string stage = "pretrain";
   std::string fault;  // "", "average" (no division by the world size), "twice" (bucket 0)
   bool exit_early = false;
-  double dropout = 0;  // the depth transformer's (off by default: layouts compare)
+  double dropout = 0;           // the depth transformer's (off by default: layouts compare)
   std::string reduce = "fp32";  // train.distributed.reduce_dtype
 
   nlohmann::json to_json() const {
-    return {{"name", name},       {"world", world}, {"zero", zero},   {"batch", batch},
-            {"accum", accum},     {"steps", steps}, {"stop", stop},   {"kill", kill},
-            {"save", save_every}, {"stage", stage}, {"fault", fault}, {"exit", exit_early},
-            {"dropout", dropout},     {"reduce", reduce}};
+    return {{"name", name},       {"world", world},  {"zero", zero},   {"batch", batch},
+            {"accum", accum},     {"steps", steps},  {"stop", stop},   {"kill", kill},
+            {"save", save_every}, {"stage", stage},  {"fault", fault}, {"exit", exit_early},
+            {"dropout", dropout}, {"reduce", reduce}};
   }
 };
 
@@ -209,6 +209,15 @@ class TrainDistributed : public testing::TempDirTest {
     return outcome(spec.name);
   }
 
+  // `whole` as the run "killed": every rank SIGKILLed after step `kill`, then started again.
+  Outcome killed_and_resumed(RunSpec whole, int kill) {
+    whole.name = "killed";
+    whole.kill = kill;
+    for (const auto& r : launch(whole, /*expect_exit=*/false)) EXPECT_FALSE(r.exited) << r.log;
+    whole.kill = -1;
+    return run(whole);
+  }
+
   // A copy of run `from`'s checkpoints as the start of run `to`.
   void copy_checkpoints(const std::string& from, const std::string& to) {
     fs::create_directories(dir_ / to);
@@ -317,13 +326,7 @@ TEST_F(TrainDistributed, KilledRunResumesBitExactOnTheSameRanks) {
   const RunSpec whole{
       .name = "whole", .world = 2, .zero = 2, .batch = 2, .steps = 6, .save_every = 2};
   const Outcome reference = run(whole);
-  RunSpec killed = whole;
-  killed.name = "killed";
-  killed.kill = 3;
-  for (const auto& r : launch(killed, /*expect_exit=*/false)) EXPECT_FALSE(r.exited) << r.log;
-  RunSpec resumed = killed;
-  resumed.kill = -1;
-  const Outcome o = run(resumed);
+  const Outcome o = killed_and_resumed(whole, 3);
   EXPECT_EQ(o.result["first_step"], 2);  // the last checkpoint before the kill
   ASSERT_EQ(o.losses.size(), 4u);
   for (size_t i = 0; i < o.losses.size(); ++i) EXPECT_EQ(o.losses[i], reference.losses[2 + i]);
@@ -369,13 +372,7 @@ TEST_F(TrainDistributed, TowerStageResumesBitExactAfterAKill) {
                       .save_every = 2,
                       .stage = "tower"};
   const Outcome reference = run(whole);
-  RunSpec killed = whole;
-  killed.name = "killed";
-  killed.kill = 3;
-  for (const auto& r : launch(killed, /*expect_exit=*/false)) EXPECT_FALSE(r.exited) << r.log;
-  RunSpec resumed = killed;
-  resumed.kill = -1;
-  const Outcome o = run(resumed);
+  const Outcome o = killed_and_resumed(whole, 3);
   EXPECT_EQ(o.result["first_step"], 2);
   ASSERT_EQ(o.losses.size(), 2u);
   for (size_t i = 0; i < o.losses.size(); ++i) EXPECT_EQ(o.losses[i], reference.losses[2 + i]);
