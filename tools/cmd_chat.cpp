@@ -76,7 +76,7 @@ void run_chat(const ChatArgs& args) {
       message.insert(0, image_placeholder(args.wrap_images));
     }
     turns.push_back({message, ""});
-    const std::vector<int64_t> ids = loaded.tokenizer.encode_with_images(render_chat(turns));
+    const std::vector<int64_t> ids = loaded.tokenizer.encode_with_images(inference_prompt(turns));
     TextStream stream;
     if (!args.json) {
       stream = [](int64_t, const std::string& piece) {

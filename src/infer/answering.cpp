@@ -36,7 +36,7 @@ void answer_image_questions(InferenceModel& model, const std::vector<ImageQuesti
     for (size_t i = first; i < end; ++i) {
       pixels.push_back(preprocess_image(io::read_image(questions[i].image), size));
       prompts.push_back(model.tokenizer.encode_with_images(
-          render_chat({{image_placeholder(options.wrap_images) + questions[i].message, ""}})));
+          inference_prompt({{image_placeholder(options.wrap_images) + questions[i].message, ""}})));
     }
     const at::Tensor codes = model.model->encode_images(at::stack(pixels));
     at::Generator rng = make_generator(device, options.seed + first);

@@ -6,6 +6,7 @@
 
 #include "vilau/core/error.h"
 #include "vilau/infer/batching.h"
+#include "vilau/tokenizer/conversation.h"
 #include "vilau/tokenizer/tokenizer.h"
 
 namespace vilau {
@@ -157,7 +158,8 @@ std::vector<TextAnswer> TextGenerator::generate(const std::vector<std::vector<in
     if (stream && !s.done && s.text.size() > s.emitted) {
       stream(static_cast<int64_t>(answers.size()), s.text.substr(s.emitted));
     }
-    answers.push_back({std::move(s.tokens), std::move(s.text), s.stop});
+    // As the official generate_content returns it: decoded, then str.strip()ped.
+    answers.push_back({std::move(s.tokens), python_strip(s.text), s.stop});
   }
   return answers;
 }

@@ -1,6 +1,7 @@
 #include "vilau/tokenizer/conversation.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "vilau/tokenizer/tokenizer.h"
 
@@ -8,10 +9,30 @@ namespace vilau {
 
 namespace {
 
-std::string strip(const std::string& s) {
-  const char* ws = " \t\n\r\f\v";
-  const size_t begin = s.find_first_not_of(ws);
-  return begin == std::string::npos ? "" : s.substr(begin, s.find_last_not_of(ws) - begin + 1);
+// Whether code point c is whitespace to Python's str.isspace(): bidirectional class WS, B
+// or S, or general category Zs.
+bool python_space(char32_t c) {
+  return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 ||
+         c == 0x1680 || (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+         c == 0x205F || c == 0x3000;
+}
+
+// The code point starting at byte i and its length; invalid bytes read as one non-space.
+std::pair<char32_t, size_t> code_point_at(const std::string& s, size_t i) {
+  const auto b = static_cast<unsigned char>(s[i]);
+  const size_t n = b < 0x80           ? 1
+                   : (b >> 5) == 0x6  ? 2
+                   : (b >> 4) == 0xE  ? 3
+                   : (b >> 3) == 0x1E ? 4
+                                      : 0;
+  if (n == 0 || i + n > s.size()) return {0xFFFD, 1};
+  char32_t c = n == 1 ? b : b & (0x7F >> n);
+  for (size_t k = 1; k < n; ++k) {
+    const auto cont = static_cast<unsigned char>(s[i + k]);
+    if ((cont >> 6) != 0x2) return {0xFFFD, 1};
+    c = (c << 6) | (cont & 0x3F);
+  }
+  return {c, n};
 }
 
 std::string repeat(const std::string& s, int64_t n) {
@@ -32,6 +53,31 @@ void append_role(std::string& out, const char* role, const std::string& message,
 
 }  // namespace
 
+std::string python_strip(const std::string& text) {
+  // Code point boundaries, then the first and last that are not whitespace.
+  std::vector<std::pair<size_t, bool>> points;  // start byte, is space
+  for (size_t i = 0; i < text.size();) {
+    const auto [c, n] = code_point_at(text, i);
+    points.emplace_back(i, python_space(c));
+    i += n;
+  }
+  size_t first = 0, last = points.size();
+  while (first < last && points[first].second) ++first;
+  while (last > first && points[last - 1].second) --last;
+  if (first == last) return "";
+  const size_t end = last < points.size() ? points[last].first : text.size();
+  return text.substr(points[first].first, end - points[first].first);
+}
+
+std::string inference_prompt(const std::vector<Turn>& turns) {
+  std::vector<Turn> stripped = turns;
+  for (Turn& t : stripped) {
+    t.user = python_strip(t.user);
+    t.assistant = python_strip(t.assistant);
+  }
+  return render_chat(stripped);
+}
+
 std::string render_chat(const std::vector<Turn>& turns) {
   std::string out = std::string(kSystemPrompt) + " ";
   for (const Turn& turn : turns) {
@@ -42,7 +88,7 @@ std::string render_chat(const std::vector<Turn>& turns) {
 }
 
 std::string understanding_prompt(const std::string& question, int64_t images) {
-  return render_chat({{repeat("<image>\n", images) + question, ""}});
+  return inference_prompt({{repeat("<image>\n", images) + question, ""}});
 }
 
 std::string video_prompt(const std::string& question, int64_t frames) {
@@ -50,13 +96,13 @@ std::string video_prompt(const std::string& question, int64_t frames) {
 }
 
 std::string text_to_image_prompt(const std::string& prompt) {
-  return render_chat({{strip(prompt), ""}}) + " <im_start>";
+  return inference_prompt({{prompt, ""}}) + " <im_start>";
 }
 
 std::string text_to_image_unconditional_prompt() { return text_to_image_prompt(" "); }
 
 std::string text_to_video_prompt(const std::string& prompt) {
-  return render_chat({{strip(prompt), ""}}) + " <vi_start>";
+  return inference_prompt({{prompt, ""}}) + " <vi_start>";
 }
 
 TrainingSample make_training_sample(const Tokenizer& tokenizer, const std::vector<Turn>& turns) {
@@ -114,7 +160,7 @@ TrainingSample make_generation_sample(const Tokenizer& tokenizer, const std::str
   const std::string answer = video_frames > 0
                                  ? "<vi_start>" + repeat("<image>", video_frames) + "<vi_end>"
                                  : "<im_start><image><im_end>";
-  const std::string text = strip(caption).empty() ? "An image." : caption;
+  const std::string text = python_strip(caption).empty() ? "An image." : caption;
   return make_training_sample(tokenizer, {{text, answer}});
 }
 

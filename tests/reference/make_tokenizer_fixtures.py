@@ -309,24 +309,60 @@ T2I_CAPTIONS = [
 ]
 
 
+# Messages with the whitespace users type around them: Python's str.strip() in the official
+# tokenize_conversation removes it, Unicode spaces (U+3000, U+00A0, ...) included.
+STRIP_MESSAGES = [
+    "Why is the sky blue? ",
+    "  What is this?\n",
+    "\tCount the dogs.\t",
+    "Describe it.\r\n",
+    "\u3000Ideographic spaces\u3000",
+    "\u00a0No-break spaces\u00a0\u2009",
+    "",
+    "\n",
+    "Is <image> here in the middle?",
+    "Ends with an image <image>",
+    "A literal <im_start> token ",
+    "Zero-width space is not whitespace\u200b",
+]
+
+
+def official_prompt(message, start=""):
+    """vila_u/utils/tokenizer.py tokenize_conversation + vicuna_v1 get_prompt, one human
+    turn and the generation prompt: the message is .strip()ped; an empty one renders as
+    "USER:" with no space."""
+    message = message.strip()
+    user = " USER: " + message + " " if message else " USER:"
+    return SYSTEM + user + "ASSISTANT:" + (" " + start if start else "")
+
+
 def template_cases():
     c = []
     for i, p in enumerate(T2I_PROMPTS):
         c.append({"name": f"t2i_cond_{i}", "template": "t2i_cond", "prompt": p,
-                  "text": SYSTEM + " USER: " + p.strip() + " ASSISTANT: <im_start>"})
+                  "text": official_prompt(p, "<im_start>")})
     c.append({"name": "t2i_uncond", "template": "t2i_uncond",
               "text": SYSTEM + " USER:" + "ASSISTANT: <im_start>"})
     for i, p in enumerate(T2V_PROMPTS):
         c.append({"name": f"t2v_cond_{i}", "template": "t2v_cond", "prompt": p,
                   # tokenize_conversation strips every message, for video as for images.
-                  "text": SYSTEM + " USER: " + p.strip() + " ASSISTANT: <vi_start>"})
+                  "text": official_prompt(p, "<vi_start>")})
     for i, q in enumerate(QUESTIONS):
         c.append({"name": f"understand_{i}", "template": "understand", "question": q,
-                  "text": SYSTEM + " USER: <image>\n" + q + " ASSISTANT:"})
+                  "text": official_prompt("<image>\n" + q)})
     for n in (2, 8):
         for i, q in enumerate(VIDEO_QUESTIONS):
             c.append({"name": f"video_{n}_{i}", "template": "video", "num_frames": n, "question": q,
-                      "text": SYSTEM + " USER: " + "<image>\n" * n + q + " ASSISTANT:"})
+                      "text": official_prompt("<image>\n" * n + q)})
+    for i, m in enumerate(STRIP_MESSAGES):
+        c.append({"name": f"strip_understand_{i}", "template": "understand", "question": m,
+                  "text": official_prompt("<image>\n" + m)})
+        c.append({"name": f"strip_video_{i}", "template": "video", "num_frames": 2, "question": m,
+                  "text": official_prompt("<image>\n" * 2 + m)})
+        c.append({"name": f"strip_t2i_{i}", "template": "t2i_cond", "prompt": m,
+                  "text": official_prompt(m, "<im_start>")})
+        c.append({"name": f"strip_t2v_{i}", "template": "t2v_cond", "prompt": m,
+                  "text": official_prompt(m, "<vi_start>")})
     for i, (q1, a1, q2) in enumerate(MULTITURN):
         c.append({"name": f"multiturn_{i}", "template": "multiturn",
                   "question": q1, "answer": a1, "question2": q2,
@@ -406,6 +442,8 @@ def main():
             "added_tokens": {t: tok.convert_tokens_to_ids(t)
                              for t in ["<im_start>", "<im_end>", "<vi_start>", "<vi_end>"]},
             "system_prompt": SYSTEM,
+            # Every code point for which Python's str.isspace() holds (what str.strip() removes).
+            "python_whitespace": [i for i in range(0x110000) if chr(i).isspace()],
             "cases": cases,
         }
         with open(os.path.join(OUT_DIR, "golden.json"), "w", encoding="utf-8") as f:

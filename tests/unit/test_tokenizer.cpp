@@ -126,6 +126,47 @@ TEST(Tokenizer, TemplatesRebuildTheGoldenPrompts) {
   EXPECT_GE(checked, 12);
 }
 
+// UTF-8 of one code point.
+std::string utf8(char32_t c) {
+  std::string out;
+  if (c < 0x80) {
+    out += static_cast<char>(c);
+  } else if (c < 0x800) {
+    out += static_cast<char>(0xC0 | (c >> 6));
+    out += static_cast<char>(0x80 | (c & 0x3F));
+  } else if (c < 0x10000) {
+    out += static_cast<char>(0xE0 | (c >> 12));
+    out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (c & 0x3F));
+  } else {
+    out += static_cast<char>(0xF0 | (c >> 18));
+    out += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
+    out += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
+    out += static_cast<char>(0x80 | (c & 0x3F));
+  }
+  return out;
+}
+
+// Against Python's own str.isspace() table (golden.json): every code point.
+TEST(Conversation, PythonStripRemovesExactlyPythonsWhitespace) {
+  const std::vector<int64_t> spaces = golden().at("python_whitespace");
+  ASSERT_GE(spaces.size(), 25u);
+  size_t stripped = 0;
+  for (char32_t c = 0; c < 0x110000; ++c) {
+    if (c >= 0xD800 && c <= 0xDFFF) continue;  // surrogates have no UTF-8
+    const std::string ch = utf8(c);
+    const bool space =
+        std::find(spaces.begin(), spaces.end(), static_cast<int64_t>(c)) != spaces.end();
+    const std::string out = python_strip(ch + "a" + ch);
+    ASSERT_EQ(out, space ? "a" : ch + "a" + ch) << "U+" << std::hex << static_cast<uint32_t>(c);
+    stripped += space;
+  }
+  EXPECT_EQ(stripped, spaces.size());
+  EXPECT_EQ(python_strip(" \u3000\n"), "");
+  EXPECT_EQ(python_strip("a b\u00a0c"), "a b\u00a0c");  // inner whitespace stays
+  EXPECT_EQ(python_strip("\xff "), "\xff");             // an invalid byte is not a space
+}
+
 TEST(Conversation, RendersVicunaV1) {
   const std::string sys = kSystemPrompt;
   EXPECT_EQ(text_to_image_unconditional_prompt(), sys + " USER:ASSISTANT: <im_start>");

@@ -30,7 +30,7 @@ const char* stop_reason_name(StopReason reason);
 
 struct TextAnswer {
   std::vector<int64_t> tokens;  // generated ids, EOS excluded
-  std::string text;             // decoded without special tokens, cut before a stop string
+  std::string text;  // decoded without special tokens, cut before a stop string, python_strip()ped
   StopReason stop = StopReason::length;
 };
 

@@ -20,15 +20,24 @@ struct Turn {
   std::string assistant;  // empty in the last turn of a prompt: the model answers
 };
 
-// The rendered conversation; the last turn with no answer ends in "ASSISTANT:".
+// The rendered conversation; the last turn with no answer ends in "ASSISTANT:". Messages
+// are used as given (training data goes through this).
 std::string render_chat(const std::vector<Turn>& turns);
 
-// "<image>\n" per image before the question (no <im_start>/<im_end> at inference).
+// Python's str.strip(): removes leading and trailing characters for which str.isspace()
+// holds, Unicode ones included (U+00A0, U+3000, ...), from UTF-8 text.
+std::string python_strip(const std::string& text);
+
+// Inference prompts, as the official tokenize_conversation builds them: every message is
+// stripped with python_strip, then rendered (docs/tokenizer.md, "Prompts").
+std::string inference_prompt(const std::vector<Turn>& turns);
+// "<image>\n" per image before the question (no <im_start>/<im_end> at inference); the
+// whole message is stripped, so an empty question leaves "<image>".
 std::string understanding_prompt(const std::string& question, int64_t images = 1);
 // A video is num_frames images; the same prompt shape as several images.
 std::string video_prompt(const std::string& question, int64_t frames);
-// Generation prompts: the user's prompt is stripped, as the official code does; an empty
-// prompt gives the unconditional (CFG) prompt.
+// Generation prompts: the user's prompt is stripped; an empty prompt gives the
+// unconditional (CFG) prompt.
 std::string text_to_image_prompt(const std::string& prompt);
 std::string text_to_image_unconditional_prompt();
 std::string text_to_video_prompt(const std::string& prompt);
