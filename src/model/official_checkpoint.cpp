@@ -213,6 +213,36 @@ void export_official(const std::string& root, const ModelConfig& config,
       }
     }
   }
+  // Files the official code needs that a source folder did not provide: the LLM's generation
+  // config (its do_sample is what routes generate_image_content to the sampling path that
+  // passes the vision tower along) as the released folders carry it, and the tower's image
+  // processor.
+  const fs::path generation = dir / "llm" / "generation_config.json";
+  if (!fs::exists(generation)) {
+    const json g = {{"bos_token_id", 1}, {"do_sample", true},
+                    {"eos_token_id", 2}, {"max_length", config.llm.max_position_embeddings},
+                    {"pad_token_id", 0}, {"temperature", 0.6},
+                    {"top_p", 0.9},      {"transformers_version", "4.36.2"}};
+    io::write_file_atomic(generation.string(), g.dump(2) + "\n");
+  }
+  const fs::path preprocessor = dir / "vision_tower" / "preprocessor_config.json";
+  if (!fs::exists(preprocessor)) {
+    const int64_t size = config.vision_tower.vision.image_size;
+    const json square = {{"height", size}, {"width", size}};
+    const json p = {{"crop_size", square},
+                    {"do_center_crop", true},
+                    {"do_convert_rgb", true},
+                    {"do_normalize", true},
+                    {"do_rescale", true},
+                    {"do_resize", true},
+                    {"image_mean", {0.5, 0.5, 0.5}},
+                    {"image_processor_type", "CLIPImageProcessor"},
+                    {"image_std", {0.5, 0.5, 0.5}},
+                    {"resample", 3},
+                    {"rescale_factor", 1.0 / 255.0},
+                    {"size", square}};
+    io::write_file_atomic(preprocessor.string(), p.dump(2) + "\n");
+  }
   // The top config last: a folder without it is visibly incomplete.
   io::write_file_atomic((dir / "config.json").string(), configs.at("config").dump(2) + "\n");
 }

@@ -4,6 +4,7 @@
 #include <regex>
 
 #include "vilau/core/error.h"
+#include "vilau/model/official_checkpoint.h"
 
 namespace vilau {
 
@@ -291,6 +292,13 @@ std::map<std::string, json> make_official_configs(const ModelConfig& c,
                {"num_res_blocks", t.decoder.num_res_blocks},
                {"attn_resolutions", t.decoder.attn_resolutions},
                {"dropout", t.decoder.dropout}}}});
+  // The official loader downloads SigLIP's config by this name, so it must name the tower's
+  // own geometry (without it, siglip-large-patch16-256 is assumed). Only Google's public
+  // towers have a name; other geometries rely on the "vilau" section below.
+  if (!rq.contains("pretrained_model")) {
+    const std::string name = siglip_model_name(t.vision);
+    if (!name.empty()) rq["pretrained_model"] = name;
+  }
   rq["decoder_latent_shape"] =
       t.decoder.latent_shape.empty() ? json(nullptr) : json(t.decoder.latent_shape);
   json rt = tower.value("rqtransformer", json::object());
@@ -338,6 +346,14 @@ std::map<std::string, json> make_official_configs(const ModelConfig& c,
               {"mm_use_im_patch_token", false},
               {"model_dtype", top.value("model_dtype", "torch.bfloat16")}});
   return {{"config", top}, {"llm", llm}, {"vision_tower", tower}, {"mm_projector", projector}};
+}
+
+std::string siglip_model_name(const SiglipVisionConfig& v) {
+  const std::string size = std::to_string(v.image_size);
+  if (v.hidden_size == 1024 && v.patch_size == 16) return "google/siglip-large-patch16-" + size;
+  if (v.hidden_size == 1152 && v.patch_size == 14) return "google/siglip-so400m-patch14-" + size;
+  if (v.hidden_size == 768 && v.patch_size == 16) return "google/siglip-base-patch16-" + size;
+  return "";
 }
 
 }  // namespace vilau

@@ -225,6 +225,46 @@ TEST_F(OfficialFolder, LoadsChecksExportsAndReloadsBitExact) {
   }
 }
 
+// What the official loader and generate_image_content read besides the weights: the LLM's
+// generation config (do_sample routes image generation to the path that passes the tower)
+// and the tower's image processor, written when the source folder has none.
+TEST_F(OfficialFolder, ExportWritesTheGenerationAndPreprocessorConfigs) {
+  write_official(dir_);
+  fs::remove(dir_ / "llm" / "generation_config.json");
+  fs::remove(dir_ / "vision_tower" / "preprocessor_config.json");
+  const OfficialCheckpoint source = OfficialCheckpoint::open(dir_.string());
+  ExportOptions options;
+  options.source = dir_.string();
+  const fs::path out = dir_ / "export";
+  export_official(out.string(), source.config(), source.load_all(), options);
+  const json generation = json::parse(std::ifstream(out / "llm" / "generation_config.json"));
+  EXPECT_EQ(generation.at("do_sample"), true);
+  EXPECT_EQ(generation.at("eos_token_id"), 2);
+  EXPECT_EQ(generation.at("max_length"), config_.llm.max_position_embeddings);
+  EXPECT_EQ(generation.at("temperature"), 0.6);
+  EXPECT_EQ(generation.at("top_p"), 0.9);
+  const json processor =
+      json::parse(std::ifstream(out / "vision_tower" / "preprocessor_config.json"));
+  EXPECT_EQ(processor.at("image_processor_type"), "CLIPImageProcessor");
+  EXPECT_EQ(processor.at("crop_size").at("height"), config_.vision_tower.vision.image_size);
+  EXPECT_EQ(processor.at("size").at("width"), config_.vision_tower.vision.image_size);
+  EXPECT_EQ(processor.at("image_mean"), json({0.5, 0.5, 0.5}));
+  EXPECT_EQ(processor.at("resample"), 3);
+  // And the folder still reads back as the same model.
+  EXPECT_EQ(to_yaml(OfficialCheckpoint::open(out.string()).config().vision_tower),
+            to_yaml(source.config().vision_tower));
+}
+
+TEST(OfficialConfig, TowersNameTheirGoogleSiglipCheckpoint) {
+  const auto vision = [](const std::string& name) {
+    return load_run_config(VILAU_SOURCE_DIR "/configs/presets/" + name + ".yaml")
+        .model->vision_tower.vision;
+  };
+  EXPECT_EQ(siglip_model_name(vision("7b-256")), "google/siglip-large-patch16-256");
+  EXPECT_EQ(siglip_model_name(vision("7b-384")), "google/siglip-so400m-patch14-384");
+  EXPECT_EQ(siglip_model_name(vision("tiny")), "");  // no such Google model
+}
+
 TEST_F(OfficialFolder, HeadCountFromSiglipNameWhenNoVilauSection) {
   write_official(dir_);
   json tower = json::parse(std::ifstream(dir_ / "vision_tower" / "config.json"));

@@ -55,6 +55,12 @@ class OfficialCheckpoint {
   std::map<Component, std::shared_ptr<io::TensorStore>> stores_;
 };
 
+// The Google SigLIP checkpoint with this vision geometry ("google/siglip-large-patch16-256",
+// "google/siglip-so400m-patch14-384", ...), which exports record as the tower's
+// pretrained_model because the official loader fetches SigLIP's config by that name; "" for
+// geometries Google never released.
+std::string siglip_model_name(const SiglipVisionConfig& vision);
+
 struct ExportOptions {
   uint64_t max_shard_bytes = 5ull << 30;  // what transformers 4.36 used for llm/
   // A checkpoint to take the tokenizer files and config fields vilau does not model from.
