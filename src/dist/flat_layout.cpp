@@ -112,6 +112,15 @@ at::Tensor FlatLayout::shard_of(const at::Tensor& flat, int64_t rank) const {
   return out;
 }
 
+at::ScalarType FlatLayout::gather_dtype(int64_t b) const {
+  const Bucket& bucket = buckets[b];
+  const at::ScalarType dtype = params[bucket.first_param].tensor.scalar_type();
+  for (int64_t i = bucket.first_param; i < bucket.end_param; ++i) {
+    if (params[i].tensor.scalar_type() != dtype) return at::kFloat;
+  }
+  return dtype;
+}
+
 void FlatLayout::write_bucket(int64_t b, const at::Tensor& values) const {
   torch::NoGradGuard no_grad;
   const Bucket& bucket = buckets[b];

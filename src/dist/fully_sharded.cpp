@@ -31,13 +31,7 @@ FullyShardedUnits::FullyShardedUnits(const FlatLayout& layout, const ProcessGrou
     : layout_(layout), impl_(std::make_unique<Impl>(group, master, sync)) {
   impl_->units.resize(layout.buckets.size());
   for (size_t b = 0; b < layout.buckets.size(); ++b) {
-    const FlatLayout::Bucket& bucket = layout.buckets[b];
-    // Gathered in the parameters' dtype when they share one: half the bytes for bf16.
-    at::ScalarType dtype = layout.params[bucket.first_param].tensor.scalar_type();
-    for (int64_t i = bucket.first_param; i < bucket.end_param; ++i) {
-      if (layout.params[i].tensor.scalar_type() != dtype) dtype = at::kFloat;
-    }
-    impl_->units[b].dtype = dtype;
+    impl_->units[b].dtype = layout.gather_dtype(static_cast<int64_t>(b));
     impl_->units[b].gathered = true;  // the parameters start out whole
     ++impl_->gathered_units;
   }
@@ -151,18 +145,6 @@ BlockWrapper FullyShardedUnits::wrapper(std::vector<int64_t> buckets) {
         },
         x);
   };
-}
-
-int64_t FullyShardedUnits::gathered_bytes() const {
-  int64_t bytes = 0;
-  for (size_t b = 0; b < impl_->units.size(); ++b) {
-    if (!impl_->units[b].gathered) continue;
-    const FlatLayout::Bucket& bucket = layout_.buckets[b];
-    for (int64_t i = bucket.first_param; i < bucket.end_param; ++i) {
-      bytes += layout_.params[i].tensor.numel() * layout_.params[i].tensor.element_size();
-    }
-  }
-  return bytes;
 }
 
 int64_t FullyShardedUnits::peak_units() const { return impl_->peak - 1; }

@@ -180,16 +180,23 @@ class PendingWork : public ProcessGroup::Pending {
   c10::intrusive_ptr<c10d::Work> work_;
 };
 
+// Starts a collective; a failure to start, like a failure to finish, names `what`.
+template <class Start>
+std::unique_ptr<ProcessGroup::Pending> start_async(const DistEnv& env, const char* what,
+                                                   Start&& start) {
+  c10::intrusive_ptr<c10d::Work> work;
+  guarded(env, what, [&] { work = start(); });
+  return std::make_unique<PendingWork>(env, what, std::move(work));
+}
+
 }  // namespace
 
 std::unique_ptr<ProcessGroup::Pending> ProcessGroup::all_reduce_sum_async(at::Tensor& t) const {
   if (!distributed()) return std::make_unique<PendingWork>(env_, "", nullptr);
-  c10::intrusive_ptr<c10d::Work> work;
-  guarded(env_, "gradient all_reduce", [&] {
+  return start_async(env_, "gradient all_reduce", [&] {
     std::vector<at::Tensor> tensors = {t};
-    work = impl_->backend->allreduce(tensors);
+    return impl_->backend->allreduce(tensors);
   });
-  return std::make_unique<PendingWork>(env_, "gradient all_reduce", std::move(work));
 }
 
 std::unique_ptr<ProcessGroup::Pending> ProcessGroup::reduce_scatter_sum_async(
@@ -198,10 +205,8 @@ std::unique_ptr<ProcessGroup::Pending> ProcessGroup::reduce_scatter_sum_async(
     output.copy_(input);
     return std::make_unique<PendingWork>(env_, "", nullptr);
   }
-  c10::intrusive_ptr<c10d::Work> work;
-  guarded(env_, "gradient reduce_scatter",
-          [&] { work = impl_->backend->_reduce_scatter_base(output, input); });
-  return std::make_unique<PendingWork>(env_, "gradient reduce_scatter", std::move(work));
+  return start_async(env_, "gradient reduce_scatter",
+                     [&] { return impl_->backend->_reduce_scatter_base(output, input); });
 }
 
 std::unique_ptr<ProcessGroup::Pending> ProcessGroup::all_gather_async(at::Tensor& output,
@@ -210,10 +215,8 @@ std::unique_ptr<ProcessGroup::Pending> ProcessGroup::all_gather_async(at::Tensor
     output.copy_(input);
     return std::make_unique<PendingWork>(env_, "", nullptr);
   }
-  c10::intrusive_ptr<c10d::Work> work;
-  guarded(env_, "parameter all_gather",
-          [&] { work = impl_->backend->_allgather_base(output, input); });
-  return std::make_unique<PendingWork>(env_, "parameter all_gather", std::move(work));
+  return start_async(env_, "parameter all_gather",
+                     [&] { return impl_->backend->_allgather_base(output, input); });
 }
 
 }  // namespace vilau

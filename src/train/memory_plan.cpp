@@ -11,6 +11,7 @@
 #include "vilau/core/error.h"
 #include "vilau/dist/flat_layout.h"
 #include "vilau/train/parallel_optimizer.h"
+#include "vilau/train/trainer.h"
 
 namespace vilau {
 
@@ -216,19 +217,12 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanOptions& options) {
   const std::vector<std::string>& trainable = plan.options.trainable;
   VilaU model = build_vila_u_on_meta(config, options.dtype);
 
-  // Counts per top-level module and the trainable parameters in registration order (the
-  // flat layout's order).
-  std::vector<std::pair<std::string, int64_t>> flat;
-  std::vector<std::pair<std::string, at::Tensor>> backward_order;
+  // Counts per top-level module.
   for (const auto& child : model->named_children()) {
     ModulePlanCount count{child.key(), 0, 0, contains(trainable, child.key())};
     for (const auto& p : child.value()->named_parameters()) {
       count.parameters += p.value().numel();
       plan.parameters += p.value().numel() * static_cast<int64_t>(p.value().element_size());
-      if (count.trainable) {
-        flat.emplace_back(child.key() + "." + p.key(), p.value().numel());
-        backward_order.emplace_back(child.key() + "." + p.key(), p.value());
-      }
     }
     for (const auto& t : child.value()->named_buffers()) {
       count.buffers += t.value().numel();
@@ -241,7 +235,9 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanOptions& options) {
 
   const int64_t n = options.world_size;
   const int64_t b = static_cast<int64_t>(c10::elementSize(options.dtype));
-  // The trainer's own layout (ParallelOptimizer): buckets or ZeRO-3 units in backward order.
+  // The trainer's own parameters and layout (ParallelOptimizer): buckets or ZeRO-3 units in
+  // backward order.
+  auto backward_order = select_trainable(*model, trainable);
   std::reverse(backward_order.begin(), backward_order.end());
   const FlatLayout layout =
       options.zero_stage == 3

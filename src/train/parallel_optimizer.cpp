@@ -181,11 +181,7 @@ void ParallelOptimizer::write_back() {
                            master.narrow(0, bucket.shard_offset, bucket.padded));
       continue;
     }
-    // Gathered in the parameters' dtype when they share one: half the bytes for bf16.
-    at::ScalarType dtype = layout_.params[bucket.first_param].tensor.scalar_type();
-    for (int64_t i = bucket.first_param; i < bucket.end_param; ++i) {
-      if (layout_.params[i].tensor.scalar_type() != dtype) dtype = at::kFloat;
-    }
+    const at::ScalarType dtype = layout_.gather_dtype(static_cast<int64_t>(b));
     const int64_t chunk = bucket.chunk(layout_.shards);
     at::Tensor mine = master.narrow(0, bucket.shard_offset, chunk).to(dtype).contiguous();
     at::Tensor full = at::empty({bucket.padded}, mine.options());

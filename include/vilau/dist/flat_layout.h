@@ -64,6 +64,9 @@ struct FlatLayout {
   at::Tensor shard_values(int64_t rank) const;
   // The part of a flat [padded] buffer that is rank r's shard, copied out.
   at::Tensor shard_of(const at::Tensor& flat, int64_t rank) const;
+  // The dtype bucket b's weights travel in when gathered: its parameters' dtype when they
+  // share one (half the bytes of fp32 for bf16), fp32 otherwise.
+  at::ScalarType gather_dtype(int64_t b) const;
   // Bucket b's values [padded_b] (fp32 or any dtype) -> its parameters.
   void write_bucket(int64_t b, const at::Tensor& values) const;
 };

@@ -42,8 +42,6 @@ class FullyShardedUnits {
   // (activation checkpointing, with the forward's random state replayed), freed.
   BlockWrapper wrapper(std::vector<int64_t> buckets);
 
-  // Bytes of gathered weights right now.
-  int64_t gathered_bytes() const;
   // The most unit buckets (the root not counted) gathered at once since construction.
   int64_t peak_units() const;
 
