@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "vilau/core/error.h"
+#include "vilau/core/op_trace.h"
 
 namespace vilau::cli {
 
@@ -121,6 +122,43 @@ nlohmann::json run_eager_baseline(const std::string& python, const std::vector<s
     }
   }
   return {{"error", "the eager baseline printed no JSON"}, {"command", command}};
+}
+
+}  // namespace vilau::cli
+
+namespace vilau::cli {
+
+nlohmann::json counts_per_step(const std::function<void(int64_t steps)>& run, int64_t fewer,
+                               int64_t more, double steps_between) {
+  const auto counted = [&](int64_t steps) {
+    OpTrace trace;
+    run(steps);
+    trace.stop();
+    return std::array<double, 4>{
+        static_cast<double>(trace.ops()), static_cast<double>(trace.top_level_ops()),
+        static_cast<double>(trace.host_syncs()), static_cast<double>(trace.kernels())};
+  };
+  const auto a = counted(fewer), b = counted(more);
+  return {{"ops", (b[0] - a[0]) / steps_between},
+          {"top_level_ops", (b[1] - a[1]) / steps_between},
+          {"host_syncs", (b[2] - a[2]) / steps_between},
+          {"kernels", (b[3] - a[3]) / steps_between}};
+}
+
+bool is_static_step(const std::function<void()>& step, int64_t first, int64_t second) {
+  std::string a, b;
+  for (int64_t i = 0; i <= second; ++i) {
+    if (i != first && i != second) {
+      step();
+      continue;
+    }
+    OpTrace trace;
+    step();
+    trace.stop();
+    (i == first ? a : b) = trace.signature();
+  }
+}
+return a == b;
 }
 
 }  // namespace vilau::cli

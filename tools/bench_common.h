@@ -6,6 +6,7 @@
 #include <torch/nn/module.h>
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -40,5 +41,19 @@ double parameter_bytes(torch::nn::Module& module, const std::vector<std::string>
 // Runs the eager baseline with `args` under `python` and returns its JSON, or an object with
 // "error" when it fails (a missing interpreter must not lose the C++ numbers).
 nlohmann::json run_eager_baseline(const std::string& python, const std::vector<std::string>& args);
+
+}  // namespace vilau::cli
+
+namespace vilau::cli {
+
+// Operators (all and top-level) and host synchronisations per step, counted by OpTrace as
+// the difference between a run of `more` steps and one of `fewer`, so that whatever a run
+// does once (prefill, set-up) cancels: {"ops", "top_level_ops", "kernels", "host_syncs"}.
+nlohmann::json counts_per_step(const std::function<void(int64_t steps)>& run, int64_t fewer,
+                               int64_t more, double steps_between);
+
+// Calls `step` second + 1 times, tracing calls `first` and `second`: true when both
+// dispatched the same operators on the same shapes and values (OpTrace::signature).
+bool is_static_step(const std::function<void()>& step, int64_t first, int64_t second);
 
 }  // namespace vilau::cli

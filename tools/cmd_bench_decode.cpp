@@ -12,6 +12,7 @@
 #include "vilau/core/error.h"
 #include "vilau/infer/batching.h"
 #include "vilau/infer/runtime.h"
+#include "vilau/infer/step_graph.h"
 #include "vilau/infer/text_generation.h"
 
 namespace vilau::cli {
@@ -21,19 +22,18 @@ namespace {
 struct DecodeArgs : BenchModel {
   std::string batches = "1,16";
   int64_t prompt_length = 48, new_tokens = 128, repeat = 1;
+  std::string cuda_graphs = "on";
 };
 
 struct DecodeTimes {
   double prefill = 0, steps = 0;
 };
 
-// The engine's decode path (TextGenerator::generate) without detokenisation, so a random
-// preset needs no tokenizer: a left-padded prompt with one image as codes, a prefill into a
-// static cache, then argmax -> embed -> one LLM step per token.
-DecodeTimes decode_once(VilaUImpl& model, int64_t batch, const DecodeArgs& args,
-                        at::Device device) {
-  torch::NoGradGuard no_grad;
-  LlamaForCausalLMImpl& llm = *model.llm;
+// The engine's decode path (TokenDecoder, as TextGenerator::generate runs it) without
+// detokenisation, so a random preset needs no tokenizer: a left-padded prompt with one
+// image as codes, a prefill into a static cache, then per token the host reads the tokens
+// (as the engine does, for EOS and stop strings) and one greedy step runs.
+ExpandedInputs prompt(VilaUImpl& model, int64_t batch, const DecodeArgs& args, at::Device device) {
   const int64_t vocab = model.config().llm.vocab_size;
   std::vector<int64_t> ids = {1};
   for (int64_t i = 1; i < args.prompt_length; ++i) {
@@ -44,27 +44,38 @@ DecodeTimes decode_once(VilaUImpl& model, int64_t batch, const DecodeArgs& args,
   mb.image_codes = torch::randint(0, model.config().vision_tower.quantizer.codebook_size,
                                   {batch, side, side, model.depth_transformer->depth()},
                                   torch::dtype(torch::kLong).device(device));
+  return model.expand(mb, Padding::left);
+}
+
+DecodeTimes decode_once(VilaUImpl& model, int64_t batch, const DecodeArgs& args, int64_t new_tokens,
+                        at::Device device) {
+  torch::NoGradGuard no_grad;
   DecodeTimes t;
   double start = device_now(device);
-  const ExpandedInputs in = model.expand(mb, Padding::left);
-  const at::Tensor weight = llm.model->embed_tokens->weight;
-  KvCache cache(llm.config(), batch, in.inputs_embeds.size(1) + args.new_tokens,
-                weight.scalar_type(), device);
-  at::Tensor hidden =
-      llm.hidden_states(in.inputs_embeds, in.position_ids, in.attention_mask, &cache);
-  at::Tensor positions = in.position_ids, mask = in.attention_mask;
+  at::Generator rng = make_generator(device, 0);
+  TokenDecoder decoder(model, prompt(model, batch, args, device), new_tokens, {0.0, 0, 1.0}, rng,
+                       true, args.cuda_graphs == "on");
   const double prefilled = device_now(device);
   t.prefill = prefilled - start;
-  for (int64_t step = 0; step < args.new_tokens; ++step) {
-    const at::Tensor next = llm.logits(hidden.select(1, -1)).argmax(-1);
-    // The engine reads every token on the host for EOS and stop strings.
-    (void)next.cpu();
-    positions = positions.select(1, -1).unsqueeze(1) + 1;
-    mask = at::cat({mask, at::ones({batch, 1}, mask.options())}, 1);
-    hidden = llm.hidden_states(llm.embed(next.unsqueeze(1)), positions, mask, &cache);
+  for (int64_t step = 0; step < new_tokens; ++step) {
+    (void)decoder.tokens().cpu();
+    decoder.step();
   }
   t.steps = device_now(device) - prefilled;
   return t;
+}
+
+// The eager step traced at two positions (graphs replay without dispatching anything).
+bool decode_is_static(VilaUImpl& model, const DecodeArgs& args, at::Device device) {
+  torch::NoGradGuard no_grad;
+  at::Generator rng = make_generator(device, 0);
+  TokenDecoder decoder(model, prompt(model, 1, args, device), 8, {0.0, 0, 1.0}, rng, true, false);
+  return is_static_step(
+      [&] {
+        (void)decoder.tokens().cpu();
+        decoder.step();
+      },
+      2, 6);
 }
 
 std::vector<int64_t> parse_batches(const std::string& list) {
@@ -98,10 +109,10 @@ void bench_decode(const DecodeArgs& args) {
   const double floor_ms = 1e3 * bytes / bandwidth;
   nlohmann::json runs = nlohmann::json::array();
   for (const int64_t batch : batches) {
-    decode_once(*model, batch, args, device);  // warm-up
+    decode_once(*model, batch, args, args.new_tokens, device);  // warm-up
     DecodeTimes best{1e30, 1e30};
     for (int64_t r = 0; r < args.repeat; ++r) {
-      const DecodeTimes t = decode_once(*model, batch, args, device);
+      const DecodeTimes t = decode_once(*model, batch, args, args.new_tokens, device);
       best.prefill = std::min(best.prefill, t.prefill);
       best.steps = std::min(best.steps, t.steps);
     }
@@ -112,6 +123,13 @@ void bench_decode(const DecodeArgs& args) {
         {"step_ms", step_ms},
         {"tokens_per_s", static_cast<double>(batch * args.new_tokens) / best.steps},
         {"step_vs_floor", step_ms / floor_ms}};
+    // Per token: a run of 16 tokens less a run of 8, so that the prefill cancels.
+    const nlohmann::json counts = counts_per_step(
+        [&](int64_t tokens) { decode_once(*model, batch, args, tokens, device); }, 8, 16, 8.0);
+    run["ops_per_token"] = counts["ops"];
+    run["top_level_ops_per_token"] = counts["top_level_ops"];
+    run["kernels_per_token"] = counts["kernels"];
+    run["host_syncs_per_token"] = counts["host_syncs"];
     if (!args.eager.empty()) {
       run["eager"] = run_eager_baseline(
           args.eager,
@@ -138,6 +156,8 @@ void bench_decode(const DecodeArgs& args) {
       {"memory_bandwidth_gbps", bandwidth / 1e9},
       {"floor_step_ms", floor_ms},
       {"detokenisation", "excluded"},
+      {"cuda_graphs", args.cuda_graphs == "on" && cuda_graphs_available(device)},
+      {"static_step", decode_is_static(*model, args, device)},
       {"runs", runs}};
   std::printf("%s\n", report.dump(2).c_str());
 }
@@ -155,6 +175,10 @@ void add_bench_decode_command(CLI::App& bench) {
   cmd->add_option("--new-tokens", args->new_tokens, "Tokens decoded per row")
       ->capture_default_str();
   cmd->add_option("--repeat", args->repeat, "Timed runs after one warm-up; the best is reported")
+      ->capture_default_str();
+  cmd->add_option("--cuda-graphs", args->cuda_graphs,
+                  "on: replay each token step from a CUDA graph (CUDA only)")
+      ->check(CLI::IsMember({"on", "off"}))
       ->capture_default_str();
   cmd->callback([args] {
     check_bench_model(*args, "vilau bench decode");

@@ -8,13 +8,14 @@
 #include "vilau/core/error.h"
 #include "vilau/infer/image_generation.h"
 #include "vilau/infer/runtime.h"
+#include "vilau/infer/step_graph.h"
 
 namespace vilau::cli {
 
 namespace {
 
 struct BenchArgs : BenchModel {
-  std::string layout = "halves";
+  std::string layout = "halves", cuda_graphs = "on";
   int64_t batch = 1, repeat = 1;
   ImageOptions image;
 };
@@ -22,6 +23,7 @@ struct BenchArgs : BenchModel {
 void bench_generate(const BenchArgs& args) {
   ImageOptions options = args.image;
   options.layout = parse_cfg_layout(args.layout);
+  options.cuda_graphs = args.cuda_graphs == "on";
   options.profile = true;
   options.validate();
   config_check(args.batch > 0 && args.repeat > 0, "--batch/--repeat", "positive counts",
@@ -52,8 +54,29 @@ void bench_generate(const BenchArgs& args) {
   for (int64_t r = 0; r < args.repeat; ++r) {
     generator.decode(generator.generate_codes(rows, uncond, options, rng));
   }
-  const GenerationTimes& t = generator.times();
-  const double total = t.prefill + t.llm + t.depth + t.decode;
+  const GenerationTimes t = generator.times();
+  // Per image position: a two-frame run less a one-frame run, so that the prefill cancels.
+  const nlohmann::json counts = counts_per_step(
+      [&](int64_t frames) {
+        ImageOptions o = options;
+        o.frames = frames;
+        o.profile = false;
+        generator.generate_codes(rows, uncond, o, rng);
+      },
+      1, 2, static_cast<double>(model->tokens_per_image()));
+  // The eager step (graphs replay without dispatching anything to trace) at two positions.
+  bool static_step = false;
+  {
+    ImageOptions o = options;
+    o.profile = false;
+    o.cuda_graphs = false;
+    GenerationTimes unused;
+    ImageSession session(*model, rows, uncond, o, rng, unused);
+    const int64_t second = std::min<int64_t>(7, session.positions() - 2);
+    static_step = is_static_step([&] { session.step(); }, 2, second);
+  }
+  const double total = t.prefill + t.llm + t.depth + t.graph + t.decode;
+  const double steps_s = t.llm + t.depth + t.graph;
   // Per image position the LLM's layers and the projector are read once and the depth
   // transformer once per code depth; lm_head and the embeddings are not used.
   const int64_t depth = model->depth_transformer->depth();
@@ -81,6 +104,7 @@ void bench_generate(const BenchArgs& args) {
       {"share_prefill", t.prefill / total},
       {"share_llm", t.llm / total},
       {"share_depth_transformer", t.depth / total},
+      {"share_graph_steps", t.graph / total},
       {"share_decode", t.decode / total},
       {"llm_step_ms",
        1e3 * t.llm / static_cast<double>(args.repeat * (model->tokens_per_image() - 1))},
@@ -89,6 +113,16 @@ void bench_generate(const BenchArgs& args) {
       {"floor_seconds_per_batch", floor_s},
       {"seconds_per_batch", per_batch_s},
       {"vs_floor", per_batch_s / floor_s},
+      {"cuda_graphs", options.cuda_graphs && cuda_graphs_available(device)},
+      {"position_ms", 1e3 * steps_s / static_cast<double>(args.repeat * model->tokens_per_image())},
+      {"floor_position_ms", 1e3 * bytes_per_position / bandwidth},
+      {"position_vs_floor", steps_s / static_cast<double>(args.repeat * model->tokens_per_image()) /
+                                (bytes_per_position / bandwidth)},
+      {"static_step", static_step},
+      {"ops_per_position", counts["ops"]},
+      {"top_level_ops_per_position", counts["top_level_ops"]},
+      {"kernels_per_position", counts["kernels"]},
+      {"host_syncs_per_position", counts["host_syncs"]},
   };
   if (!args.eager.empty()) {
     report["eager"] = run_eager_baseline(
@@ -117,6 +151,10 @@ void add_bench_generate_command(CLI::App& bench) {
   cmd->add_option("--repeat", args->repeat, "Timed runs after one warm-up")->capture_default_str();
   cmd->add_option("--cfg", args->image.cfg_scale, "Guidance scale")->capture_default_str();
   cmd->add_option("--cfg-layout", args->layout, "halves or interleaved")->capture_default_str();
+  cmd->add_option("--cuda-graphs", args->cuda_graphs,
+                  "on: replay each image position from a CUDA graph (CUDA only)")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->capture_default_str();
   cmd->callback([args] {
     check_bench_model(*args, "vilau bench generate");
     bench_generate(*args);

@@ -55,7 +55,10 @@ at::Tensor combine_cfg(const at::Tensor& logits, double scale, CfgLayout layout,
   if (scale == 1.0) return cond;  // exactly the conditional logits, no rounding
   const at::Tensor uncond =
       layout == CfgLayout::halves ? logits.narrow(0, n, n) : logits.slice(0, 1, 2 * n, 2);
-  const at::Tensor c = cond.to(at::kFloat), u = uncond.to(at::kFloat);
+  const auto fp32 = [](const at::Tensor& x) {
+    return x.scalar_type() == at::kFloat ? x : x.to(at::kFloat);
+  };
+  const at::Tensor c = fp32(cond), u = fp32(uncond);
   at::Tensor guided = u + scale * (c - u);
   if (plausibility > 0.0) {
     // p_k < a * max p  <=>  logit_k < max logit + log a: no softmax needed.
@@ -81,106 +84,151 @@ void ImageOptions::validate() const {
   }
 }
 
-ImageGenerator::ImageGenerator(VilaU model) : model_(std::move(model)) {}
-
-at::Tensor ImageGenerator::sample_position(const at::Tensor& hidden, const ImageOptions& options,
-                                           at::Generator& generator, int64_t n) {
-  DepthTransformerImpl& depth_model = *model_->depth_transformer;
-  ResidualQuantizerImpl& quantizer = *model_->vision_tower->quantizer;
-  const int64_t depth = depth_model.depth(), rows = hidden.size(0);
-  DepthKvCache cache;
-  at::Tensor chosen = at::empty({n, depth}, hidden.options().dtype(at::kLong));
-  at::Tensor sum;
-  // Without the cache: the official full recompute, later depths' inputs left at zero since
-  // the causal mask keeps them from the depth being sampled.
-  at::Tensor prefix;
-  if (!options.depth_cache) {
-    prefix = at::zeros({rows, depth - 1, quantizer.embed_dim()}, hidden.options());
-  }
-  for (int64_t d = 0; d < depth; ++d) {
-    const at::Tensor logits = options.depth_cache
-                                  ? depth_model.step(d == 0 ? hidden : sum, cache)
-                                  : depth_model.forward(hidden, prefix).select(1, d);
-    const at::Tensor guided =
-        options.unconditional
-            ? combine_cfg(logits, options.cfg_scale, options.layout, options.cfg_plausibility)
-            : logits;
-    const at::Tensor code = sample_tokens(guided, options.sampler, generator);
-    chosen.select(1, d).copy_(code);
-    if (d + 1 < depth) {
-      const at::Tensor e =
-          quantizer.codebook(d)->codes().index_select(0, to_all_rows(code, options));
-      sum = d == 0 ? e.to(hidden.scalar_type()) : sum + e.to(hidden.scalar_type());
-      if (prefix.defined()) prefix.select(1, d).copy_(sum);
-    }
-  }
-  return chosen;
-}
-
-at::Tensor ImageGenerator::generate_codes(const std::vector<std::vector<int64_t>>& cond,
-                                          const std::vector<int64_t>& uncond,
-                                          const ImageOptions& options, at::Generator& generator) {
-  options.validate();
+ImageSession::ImageSession(VilaUImpl& model, const std::vector<std::vector<int64_t>>& cond,
+                           const std::vector<int64_t>& uncond, const ImageOptions& options,
+                           at::Generator& generator, GenerationTimes& times)
+    : model_(model), options_(options), generator_(generator), times_(times) {
+  options_.validate();
   if (cond.empty()) {
     throw ConfigError(describe("generation", "prompts", "at least one", "none"));
   }
   torch::NoGradGuard no_grad;
-  const auto n = static_cast<int64_t>(cond.size());
-  const int64_t frames = std::max<int64_t>(options.frames, 1);
-  const int64_t steps = model_->tokens_per_image() * frames;
+  n_ = static_cast<int64_t>(cond.size());
+  positions_ = model_.tokens_per_image() * std::max<int64_t>(options_.frames, 1);
   std::vector<std::vector<int64_t>> rows;
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < n_; ++i) {
     rows.push_back(cond[i]);
-    if (options.unconditional && options.layout == CfgLayout::interleaved) rows.push_back(uncond);
+    if (options_.unconditional && options_.layout == CfgLayout::interleaved) rows.push_back(uncond);
   }
-  if (options.unconditional && options.layout == CfgLayout::halves) {
-    rows.insert(rows.end(), n, uncond);
+  if (options_.unconditional && options_.layout == CfgLayout::halves) {
+    rows.insert(rows.end(), n_, uncond);
   }
-  check_context(rows, *model_, steps, "generation prompt");
+  check_context(rows, model_, positions_, "generation prompt");
 
-  LlamaForCausalLMImpl& llm = *model_->llm;
+  LlamaForCausalLMImpl& llm = *model_.llm;
   const at::Tensor weight = llm.model->embed_tokens->weight;
   const at::Device device = weight.device();
-  auto start = Clock::now();
+  const auto start = Clock::now();
   // Official padding: id 0 on the left.
-  const ExpandedInputs in = model_->expand(left_padded_batch(rows, 0, device), Padding::left);
-  const auto batch = static_cast<int64_t>(rows.size());
-  KvCache cache(llm.config(), batch, in.inputs_embeds.size(1) + steps, weight.scalar_type(),
-                device);
-  KvCache* used = options.llm_cache ? &cache : nullptr;
-  at::Tensor embeds = in.inputs_embeds, positions = in.position_ids, mask = in.attention_mask;
-  at::Tensor hidden = llm.hidden_states(embeds, positions, mask, used).select(1, -1);
-  times_.llm_tokens += mask.numel();
-  times_.prefill += seconds_since(start, device, options.profile);
-
-  at::Tensor codes =
-      at::empty({n, steps, model_->depth_transformer->depth()}, weight.options().dtype(at::kLong));
-  for (int64_t t = 0; t < steps; ++t) {
-    start = Clock::now();
-    const at::Tensor chosen = sample_position(hidden, options, generator, n);
-    codes.select(1, t).copy_(chosen);
-    times_.depth += seconds_since(start, device, options.profile);
-    if (t + 1 == steps) break;  // the last position's state would predict nothing
-    start = Clock::now();
-    const at::Tensor x =
-        model_->embed_codes(to_all_rows(chosen, options).unsqueeze(1)).to(weight.scalar_type());
-    const at::Tensor position = positions.select(1, -1).unsqueeze(1) + 1;
-    mask = at::cat({mask, at::ones({batch, 1}, mask.options())}, 1);
-    if (options.llm_cache) {
-      positions = position;
-      hidden = llm.hidden_states(x, position, mask, &cache).select(1, -1);
-    } else {
-      embeds = at::cat({embeds, x}, 1);
-      positions = at::cat({positions, position}, 1);
-      hidden = llm.hidden_states(embeds, positions, mask).select(1, -1);
-    }
-    times_.llm_tokens += batch;
-    times_.llm += seconds_since(start, device, options.profile);
+  const ExpandedInputs in = model_.expand(left_padded_batch(rows, 0, device), Padding::left);
+  batch_ = static_cast<int64_t>(rows.size());
+  at::Tensor hidden;
+  if (options_.llm_cache) {
+    cache_ = std::make_unique<KvCache>(llm.config(), batch_, in.inputs_embeds.size(1) + positions_,
+                                       weight.scalar_type(), device);
+    hidden = llm.hidden_states(in.inputs_embeds, in.position_ids, in.attention_mask, cache_.get(),
+                               in.causal);
+  } else {
+    embeds_ = in.inputs_embeds;
+    position_ids_ = in.position_ids;
+    mask_ = in.attention_mask;
+    hidden = llm.hidden_states(embeds_, position_ids_, mask_, nullptr, in.causal);
   }
+  hidden_ = hidden.select(1, -1).clone();  // a buffer of its own, rewritten in place
+  times_.llm_tokens += in.attention_mask.numel();
+  times_.prefill += seconds_since(start, device, options_.profile);
+
+  const auto longs = weight.options().dtype(at::kLong);
+  const int64_t depth = model_.depth_transformer->depth();
+  codes_ = at::empty({n_, positions_, depth}, longs);
+  chosen_ = at::empty({n_, depth}, longs);
+  column_ = at::zeros({1}, longs);
+  graph_ = std::make_unique<StepGraph>(
+      options_.cuda_graphs && options_.llm_cache && options_.depth_cache, device, generator_);
+}
+
+ImageSession::~ImageSession() = default;
+
+void ImageSession::step() {
+  if (done()) {
+    throw ShapeError(describe("image generation", "step", "at most " + std::to_string(positions_),
+                              std::to_string(positions_ + 1)));
+  }
+  torch::NoGradGuard no_grad;
+  const at::Device device = hidden_.device();
+  const bool last = position_ + 1 == positions_;  // its state would predict nothing
+  auto start = Clock::now();
+  if (graph_->active() && !last) {
+    const bool replayed = graph_->run([this] {
+      sample_position();
+      advance_llm();
+    });
+    if (replayed) cache_->count_replayed_step();
+    times_.graph += seconds_since(start, device, options_.profile);
+  } else {
+    sample_position();
+    times_.depth += seconds_since(start, device, options_.profile);
+    if (!last) {
+      start = Clock::now();
+      advance_llm();
+      times_.llm += seconds_since(start, device, options_.profile);
+    }
+  }
+  if (!last) times_.llm_tokens += batch_;
+  ++position_;
+}
+
+void ImageSession::sample_position() {
+  DepthTransformerImpl& depth_model = *model_.depth_transformer;
+  ResidualQuantizerImpl& quantizer = *model_.vision_tower->quantizer;
+  const int64_t depth = depth_model.depth();
+  const at::ScalarType dtype = hidden_.scalar_type();
+  depth_cache_.clear();
+  // Without the cache: the official full recompute, later depths' inputs left at zero since
+  // the causal mask keeps them from the depth being sampled.
+  at::Tensor prefix;
+  if (!options_.depth_cache) {
+    prefix = at::zeros({hidden_.size(0), depth - 1, quantizer.embed_dim()}, hidden_.options());
+  }
+  at::Tensor sum;
+  for (int64_t d = 0; d < depth; ++d) {
+    const at::Tensor logits = options_.depth_cache
+                                  ? depth_model.step(d == 0 ? hidden_ : sum, depth_cache_)
+                                  : depth_model.forward(hidden_, prefix).select(1, d);
+    const at::Tensor guided =
+        options_.unconditional
+            ? combine_cfg(logits, options_.cfg_scale, options_.layout, options_.cfg_plausibility)
+            : logits;
+    const at::Tensor code = sample_tokens(guided, options_.sampler, generator_);
+    chosen_.select(1, d).copy_(code);
+    // The sums feed the next depth and, once all D codes are in, the LLM's next input.
+    at::Tensor e = quantizer.codebook(d)->codes().index_select(0, to_all_rows(code, options_));
+    if (e.scalar_type() != dtype) e = e.to(dtype);
+    sum = d == 0 ? e : sum + e;
+    if (prefix.defined() && d + 1 < depth) prefix.select(1, d).copy_(sum);
+  }
+  code_sum_ = sum;
+  codes_.index_copy_(1, column_, chosen_.unsqueeze(1));
+  column_.add_(1);
+}
+
+void ImageSession::advance_llm() {
+  LlamaForCausalLMImpl& llm = *model_.llm;
+  at::Tensor x = model_.embed_code_sum(code_sum_.unsqueeze(1));
+  if (x.scalar_type() != hidden_.scalar_type()) x = x.to(hidden_.scalar_type());
+  if (cache_) {
+    hidden_.copy_(llm.decode(x, *cache_).select(1, 0));
+    return;
+  }
+  const at::Tensor position = position_ids_.select(1, -1).unsqueeze(1) + 1;
+  mask_ = at::cat({mask_, at::ones({batch_, 1}, mask_.options())}, 1);
+  embeds_ = at::cat({embeds_, x}, 1);
+  position_ids_ = at::cat({position_ids_, position}, 1);
+  hidden_.copy_(llm.hidden_states(embeds_, position_ids_, mask_).select(1, -1));
+}
+
+ImageGenerator::ImageGenerator(VilaU model) : model_(std::move(model)) {}
+
+at::Tensor ImageGenerator::generate_codes(const std::vector<std::vector<int64_t>>& cond,
+                                          const std::vector<int64_t>& uncond,
+                                          const ImageOptions& options, at::Generator& generator) {
+  ImageSession session(*model_, cond, uncond, options, generator, times_);
+  while (!session.done()) session.step();
   const int64_t grid = model_->config().vision_tower.vision.grid();
-  std::vector<int64_t> shape = {n, grid, grid, codes.size(2)};
+  std::vector<int64_t> shape = {static_cast<int64_t>(cond.size()), grid, grid,
+                                session.codes().size(2)};
   if (options.frames > 0) shape.insert(shape.begin() + 1, options.frames);
-  return codes.view(shape);
+  return session.codes().view(shape);
 }
 
 at::Tensor ImageGenerator::decode(const at::Tensor& codes, int64_t batch) {

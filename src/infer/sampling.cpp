@@ -25,32 +25,63 @@ void SamplingConfig::validate(const std::string& path) const {
                std::to_string(max_new_tokens));
 }
 
-at::Tensor sampling_probabilities(const at::Tensor& logits, const SamplerConfig& config) {
+namespace {
+
+// The tokens that may be drawn: probabilities [N, C] (not renormalised after top-p), sorted
+// by probability when top-k or top-p applies, and their ids [N, C] (undefined when the
+// candidates are the whole row in vocabulary order).
+struct Candidates {
+  at::Tensor probs, ids;
+};
+
+Candidates candidates(const at::Tensor& logits, const SamplerConfig& config) {
   if (logits.dim() != 2) {
     throw ShapeError(describe("sampler", "logits", "[N, V]", c10::str(logits.sizes())));
   }
   const double inf = std::numeric_limits<double>::infinity();
-  at::Tensor scores = logits.to(at::kFloat);
-  if (config.temperature > 0.0) {
-    scores = scores / config.temperature;
-  }
-  if (config.top_k > 0 && config.top_k < scores.size(-1)) {
-    const at::Tensor kth =
-        std::get<0>(scores.topk(config.top_k, -1)).narrow(-1, config.top_k - 1, 1);
-    scores = scores.masked_fill(scores.lt(kth), -inf);
-  }
+  at::Tensor scores = logits.scalar_type() == at::kFloat ? logits : logits.to(at::kFloat);
+  if (config.temperature != 1.0) scores = scores / config.temperature;
   scores = scores.nan_to_num(-inf, inf, -inf);
-  at::Tensor probs = scores.softmax(-1);
-  if (config.top_p < 1.0) {
-    const auto [sorted, order] = probs.sort(-1, /*descending=*/true);
-    const at::Tensor reached = sorted.cumsum(-1).ge(config.top_p);
-    // A token goes when the mass before it already reaches p; the first always stays.
-    at::Tensor remove = at::zeros_like(reached);
-    remove.narrow(-1, 1, remove.size(-1) - 1).copy_(reached.narrow(-1, 0, reached.size(-1) - 1));
-    probs = probs.masked_fill(remove.scatter(-1, order, remove), 0.0);
-    probs = probs / probs.sum(-1, true);
+  const int64_t vocab = scores.size(-1);
+  Candidates out;
+  at::Tensor values = scores;
+  if (config.top_k > 0 && config.top_k < vocab) {
+    std::tie(values, out.ids) = scores.topk(std::min(vocab, config.top_k + kTopKTieSlack));
+    const at::Tensor kth = values.narrow(-1, config.top_k - 1, 1);
+    values = values.masked_fill(values.lt(kth), -inf);
+  } else if (config.top_p < 1.0) {
+    std::tie(values, out.ids) = scores.sort(-1, /*descending=*/true);
   }
-  return probs;
+  out.probs = values.softmax(-1);
+  if (config.top_p < 1.0) {
+    // A token goes when the mass before it already reaches p; the first always stays.
+    const int64_t c = out.probs.size(-1);
+    const at::Tensor before =
+        at::constant_pad_nd(out.probs.cumsum(-1).narrow(-1, 0, c - 1), {1, 0}, 0.0);
+    out.probs = out.probs.masked_fill(before.ge(config.top_p), 0.0);
+  }
+  return out;
+}
+
+}  // namespace
+
+at::Tensor sampling_probabilities(const at::Tensor& logits, const SamplerConfig& config) {
+  const Candidates c = candidates(logits, config);
+  const at::Tensor probs = c.probs / c.probs.sum(-1, true);
+  if (!c.ids.defined()) return probs;
+  return at::zeros({logits.size(0), logits.size(1)}, probs.options()).scatter_(-1, c.ids, probs);
+}
+
+at::Tensor sample_with_uniforms(const at::Tensor& logits, const SamplerConfig& config,
+                                const at::Tensor& uniforms) {
+  const Candidates c = candidates(logits, config);
+  const at::Tensor cdf = c.probs.cumsum(-1);
+  const int64_t last = cdf.size(-1) - 1;
+  // u < 1 is shrunk by 2^-23 first, so that u * total stays below the total after rounding:
+  // the first candidate whose cumulative mass exceeds it then always has mass of its own.
+  const at::Tensor target = (uniforms * (1.0 - 0x1p-23)) * cdf.narrow(-1, last, 1);
+  const at::Tensor pick = at::searchsorted(cdf, target, false, /*right=*/true);
+  return (c.ids.defined() ? c.ids.gather(-1, pick) : pick).squeeze(-1);
 }
 
 at::Tensor sample_tokens(const at::Tensor& logits, const SamplerConfig& config,
@@ -59,9 +90,10 @@ at::Tensor sample_tokens(const at::Tensor& logits, const SamplerConfig& config,
     if (logits.dim() != 2) {
       throw ShapeError(describe("sampler", "logits", "[N, V]", c10::str(logits.sizes())));
     }
-    return logits.to(at::kFloat).argmax(-1);
+    return logits.argmax(-1);
   }
-  return at::multinomial(sampling_probabilities(logits, config), 1, false, generator).squeeze(-1);
+  return sample_with_uniforms(
+      logits, config, at::rand({logits.size(0), 1}, generator, logits.options().dtype(at::kFloat)));
 }
 
 at::Generator make_generator(at::Device device, uint64_t seed) {

@@ -78,6 +78,53 @@ int64_t expanded_length(const std::vector<int64_t>& ids, int64_t tokens_per_imag
   return static_cast<int64_t>(ids.size()) + images * (tokens_per_image - 1);
 }
 
+TokenDecoder::TokenDecoder(VilaUImpl& model, const ExpandedInputs& in, int64_t budget,
+                           const SamplerConfig& sampler, at::Generator& generator, bool kv_cache,
+                           bool cuda_graphs)
+    : model_(model), sampler_(sampler), generator_(generator) {
+  torch::NoGradGuard no_grad;
+  LlamaForCausalLMImpl& llm = *model_.llm;
+  const at::Tensor weight = llm.model->embed_tokens->weight;
+  at::Tensor hidden;
+  if (kv_cache) {
+    cache_ = std::make_unique<KvCache>(llm.config(), in.inputs_embeds.size(0),
+                                       in.inputs_embeds.size(1) + budget, weight.scalar_type(),
+                                       weight.device());
+    hidden = llm.hidden_states(in.inputs_embeds, in.position_ids, in.attention_mask, cache_.get(),
+                               in.causal);
+  } else {
+    embeds_ = in.inputs_embeds;
+    position_ids_ = in.position_ids;
+    mask_ = in.attention_mask;
+    hidden = llm.hidden_states(embeds_, position_ids_, mask_, nullptr, in.causal);
+  }
+  tokens_ = sample_tokens(llm.logits(hidden.select(1, -1)), sampler_, generator_);
+  graph_ = std::make_unique<StepGraph>(cuda_graphs && kv_cache, weight.device(), generator_);
+}
+
+TokenDecoder::~TokenDecoder() = default;
+
+void TokenDecoder::step() {
+  torch::NoGradGuard no_grad;
+  if (graph_->run([this] { next(); })) cache_->count_replayed_step();
+}
+
+void TokenDecoder::next() {
+  LlamaForCausalLMImpl& llm = *model_.llm;
+  const at::Tensor x = llm.embed(tokens_.unsqueeze(1));
+  at::Tensor hidden;
+  if (cache_) {
+    hidden = llm.decode(x, *cache_);
+  } else {
+    const at::Tensor position = position_ids_.select(1, -1).unsqueeze(1) + 1;
+    mask_ = at::cat({mask_, at::ones({mask_.size(0), 1}, mask_.options())}, 1);
+    embeds_ = at::cat({embeds_, x}, 1);
+    position_ids_ = at::cat({position_ids_, position}, 1);
+    hidden = llm.hidden_states(embeds_, position_ids_, mask_);
+  }
+  tokens_.copy_(sample_tokens(llm.logits(hidden.select(1, -1)), sampler_, generator_));
+}
+
 TextGenerator::TextGenerator(VilaU model, const Tokenizer& tokenizer)
     : model_(std::move(model)), tokenizer_(tokenizer) {}
 
@@ -103,23 +150,20 @@ std::vector<TextAnswer> TextGenerator::generate(const std::vector<std::vector<in
   }
   const ExpandedInputs in = model_->expand(batch, Padding::left);
   const int64_t rows = in.inputs_embeds.size(0);
-  KvCache cache(llm.config(), rows, in.inputs_embeds.size(1) + budget, weight.scalar_type(),
-                weight.device());
-  at::Tensor embeds = in.inputs_embeds, positions = in.position_ids, mask = in.attention_mask;
-  at::Tensor hidden =
-      llm.hidden_states(embeds, positions, mask, options.kv_cache ? &cache : nullptr);
+  TokenDecoder decoder(*model_, in, budget, options.sampler, generator, options.kv_cache,
+                       options.cuda_graphs);
 
   std::vector<RowState> states(prompts.size());
   const int64_t eos = tokenizer_.eos_id();
   for (int64_t step = 0; step < budget; ++step) {
-    const at::Tensor next =
-        sample_tokens(llm.logits(hidden.select(1, -1)), options.sampler, generator);
-    const at::Tensor next_cpu = next.cpu();
+    // The one wait per token: the host needs the tokens for EOS, stop strings and streaming.
+    const at::Tensor next = decoder.tokens().cpu();
+    const int64_t* next_ids = next.data_ptr<int64_t>();
     bool all_done = true;
     for (int64_t b = 0; b < rows; ++b) {
       RowState& s = states[b];
       if (s.done) continue;
-      const int64_t token = next_cpu[b].item<int64_t>();
+      const int64_t token = next_ids[b];
       if (token == eos) {
         s.done = true;
         s.stop = StopReason::eos;
@@ -140,17 +184,7 @@ std::vector<TextAnswer> TextGenerator::generate(const std::vector<std::vector<in
     }
     if (all_done || step + 1 == budget) break;
     // Finished rows keep running on their last token; nothing reads what they produce.
-    const at::Tensor x = llm.embed(next.unsqueeze(1));
-    const at::Tensor position = positions.select(1, -1).unsqueeze(1) + 1;
-    mask = at::cat({mask, at::ones({rows, 1}, mask.options())}, 1);
-    if (options.kv_cache) {
-      positions = position;
-      hidden = llm.hidden_states(x, position, mask, &cache);
-    } else {
-      embeds = at::cat({embeds, x}, 1);
-      positions = at::cat({positions, position}, 1);
-      hidden = llm.hidden_states(embeds, positions, mask);
-    }
+    decoder.step();
   }
 
   std::vector<TextAnswer> answers;

@@ -3,10 +3,10 @@
 #include <torch/torch.h>
 
 #include <cmath>
-#include <limits>
 #include <string>
 
 #include "vilau/core/error.h"
+#include "vilau/core/linear.h"
 #include "vilau/io/safetensors_header.h"
 
 namespace vilau {
@@ -15,12 +15,14 @@ namespace {
 
 namespace F = torch::nn::functional;
 
-// [N, T, E] -> [N, heads, T, E / heads]
+// [N, T, E] -> [N, heads, T, E / heads]; for one position a view of the same memory.
 at::Tensor split_heads(const at::Tensor& x, int64_t heads) {
+  if (x.size(1) == 1) return x.view({x.size(0), heads, 1, x.size(2) / heads});
   return x.view({x.size(0), x.size(1), heads, x.size(2) / heads}).transpose(1, 2);
 }
 
 at::Tensor merge_heads(const at::Tensor& x) {
+  if (x.size(2) == 1) return x.reshape({x.size(0), 1, x.size(1) * x.size(3)});
   return x.transpose(1, 2).reshape({x.size(0), x.size(2), x.size(1) * x.size(3)});
 }
 
@@ -33,12 +35,6 @@ void check_last_dim(const at::Tensor& x, int64_t expected, const char* what) {
 
 }  // namespace
 
-void DepthKvCache::clear() {
-  keys_.clear();
-  values_.clear();
-  depth_ = 0;
-}
-
 DepthSelfAttentionImpl::DepthSelfAttentionImpl(int64_t embed_dim, int64_t num_heads,
                                                double attn_dropout, double resid_dropout)
     : num_heads_(num_heads), attn_dropout_(attn_dropout), resid_dropout_(resid_dropout) {
@@ -48,35 +44,33 @@ DepthSelfAttentionImpl::DepthSelfAttentionImpl(int64_t embed_dim, int64_t num_he
   proj = register_module("proj", torch::nn::Linear(embed_dim, embed_dim));
 }
 
-at::Tensor DepthSelfAttentionImpl::forward(const at::Tensor& x, const at::Tensor& past_key,
-                                           const at::Tensor& past_value, at::Tensor* key_out,
-                                           at::Tensor* value_out) {
-  const at::Tensor q = split_heads(query(x), num_heads_);
-  at::Tensor k = split_heads(key(x), num_heads_);
-  at::Tensor v = split_heads(value(x), num_heads_);
-  const int64_t past = past_key.defined() ? past_key.size(2) : 0;
-  if (past > 0) {
-    k = at::cat({past_key, k}, 2);
-    v = at::cat({past_value, v}, 2);
-  }
-  // The official order: the keys are scaled before the product.
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  at::Tensor logits = at::matmul(q, k.transpose(-2, -1) * scale);
+at::Tensor DepthSelfAttentionImpl::forward(const at::Tensor& x, const at::Tensor& keys,
+                                           const at::Tensor& values, int64_t cached) {
+  const at::Tensor q = split_heads(linear(*query, x), num_heads_);
+  at::Tensor k = split_heads(linear(*key, x), num_heads_);
+  at::Tensor v = split_heads(linear(*value, x), num_heads_);
   const int64_t length = x.size(1);
-  if (length > 1) {
+  if (keys.defined()) {
+    keys.narrow(2, cached, length).copy_(k);
+    values.narrow(2, cached, length).copy_(v);
+    k = keys.narrow(2, 0, cached + length);
+    v = values.narrow(2, 0, cached + length);
+  }
+  // The official code scales the keys before the product; SDPA scales the product, which
+  // differs by rounding only. A single new position sees every cached one: no mask.
+  const double p = is_training() ? attn_dropout_ : 0.0;
+  at::Tensor y;
+  if (length == 1 || cached == 0) {
+    y = at::scaled_dot_product_attention(q, k, v, std::nullopt, p, /*is_causal=*/length > 1);
+  } else {
     // New position i sees the cached depths and the new ones up to itself.
     const at::Tensor visible =
-        torch::ones({length, past + length}, x.options().dtype(at::kBool)).tril(past);
-    logits = logits.masked_fill(visible.logical_not(), -std::numeric_limits<double>::infinity());
+        torch::ones({length, cached + length}, x.options().dtype(at::kBool)).tril(cached);
+    y = at::scaled_dot_product_attention(q, k, v, visible, p);
   }
-  at::Tensor probs = at::softmax(logits, -1);
-  probs = F::dropout(probs, F::DropoutFuncOptions().p(attn_dropout_).training(is_training()));
-  if (key_out != nullptr) {
-    *key_out = k;
-    *value_out = v;
-  }
-  const at::Tensor y = proj(merge_heads(at::matmul(probs, v)));
-  return F::dropout(y, F::DropoutFuncOptions().p(resid_dropout_).training(is_training()));
+  y = linear(*proj, merge_heads(y));
+  return is_training() ? F::dropout(y, F::DropoutFuncOptions().p(resid_dropout_).training(true))
+                       : y;
 }
 
 DepthBlockImpl::DepthBlockImpl(int64_t embed_dim, int64_t num_heads, double attn_dropout,
@@ -91,11 +85,12 @@ DepthBlockImpl::DepthBlockImpl(int64_t embed_dim, int64_t num_heads, double attn
                                    torch::nn::Dropout(resid_dropout)));
 }
 
-at::Tensor DepthBlockImpl::forward(const at::Tensor& x, const at::Tensor& past_key,
-                                   const at::Tensor& past_value, at::Tensor* key,
-                                   at::Tensor* value) {
-  const at::Tensor h = x + attn(ln1(x), past_key, past_value, key, value);
-  return h + mlp->forward(ln2(h));
+at::Tensor DepthBlockImpl::forward(const at::Tensor& x, const at::Tensor& keys,
+                                   const at::Tensor& values, int64_t cached) {
+  const at::Tensor h = x + attn(ln1(x), keys, values, cached);
+  at::Tensor m = linear(mlp->at<torch::nn::LinearImpl>(0), ln2(h));
+  m = linear(mlp->at<torch::nn::LinearImpl>(2), mlp->at<torch::nn::GELUImpl>(1).forward(m));
+  return h + (is_training() ? mlp->at<torch::nn::DropoutImpl>(3).forward(m) : m);
 }
 
 DepthStackImpl::DepthStackImpl(const DepthTransformerConfig& config) {
@@ -133,6 +128,11 @@ DepthTransformerImpl::DepthTransformerImpl(const DepthTransformerConfig& config,
                              {"linear", torch::nn::Linear(e, codebook_size)}}));
 }
 
+at::Tensor DepthTransformerImpl::classify(const at::Tensor& x) {
+  return linear(classifier_mlp->at<torch::nn::LinearImpl>(1),
+                classifier_mlp->at<torch::nn::LayerNormImpl>(0).forward(x));
+}
+
 at::Tensor DepthTransformerImpl::forward(const at::Tensor& llm_hidden,
                                          const at::Tensor& code_prefix_sums) {
   check_last_dim(llm_hidden, llm_hidden_, "LLM hidden state");
@@ -145,20 +145,18 @@ at::Tensor DepthTransformerImpl::forward(const at::Tensor& llm_hidden,
     throw ShapeError(describe("depth transformer", "code prefix sums", io::shape_text(expected),
                               io::shape_text(code_prefix_sums.sizes().vec())));
   }
-  const at::Tensor h = in_mlp_2(llm_hidden.reshape({-1, 1, llm_hidden_}));
-  const at::Tensor ctx = in_mlp_1(code_prefix_sums.reshape({-1, depth_ - 1, code_dim_}));
+  const at::Tensor h = linear(*in_mlp_2, llm_hidden.reshape({-1, 1, llm_hidden_}));
+  const at::Tensor ctx = linear(*in_mlp_1, code_prefix_sums.reshape({-1, depth_ - 1, code_dim_}));
   at::Tensor x = at::cat({h, ctx}, 1) + pos_emb_d;
   const auto& blocks = *head_transformer->blocks;
   for (size_t i = 0; i < blocks.size(); ++i) {
     DepthBlockImpl& block = *blocks[i]->as<DepthBlockImpl>();
-    const Block run = [&block](const at::Tensor& in) {
-      return block.forward(in, {}, {}, nullptr, nullptr);
-    };
+    const Block run = [&block](const at::Tensor& in) { return block.forward(in); };
     x = block_wrapper_ && is_training() ? block_wrapper_(static_cast<int64_t>(i), run, x) : run(x);
   }
   auto out_shape = lead;
   out_shape.insert(out_shape.end(), {depth_, codebook_size_});
-  return classifier_mlp->forward(x).view(out_shape);
+  return classify(x).view(out_shape);
 }
 
 at::Tensor DepthTransformerImpl::step(const at::Tensor& x, DepthKvCache& cache) {
@@ -175,16 +173,26 @@ at::Tensor DepthTransformerImpl::step(const at::Tensor& x, DepthKvCache& cache) 
                               first ? "LLM hidden state (depth 0)" : "code prefix sum",
                               io::shape_text({rows, width}), io::shape_text(x.sizes().vec())));
   }
-  at::Tensor h = (first ? in_mlp_2(x) : in_mlp_1(x)).unsqueeze(1) + pos_emb_d.slice(1, d, d + 1);
+  at::Tensor h =
+      linear(first ? *in_mlp_2 : *in_mlp_1, x).unsqueeze(1) + pos_emb_d.slice(1, d, d + 1);
   const auto& blocks = *head_transformer->blocks;
-  cache.keys_.resize(blocks.size());
-  cache.values_.resize(blocks.size());
+  const int64_t heads = config_.num_heads, head_dim = config_.embed_dim / config_.num_heads;
+  const bool fresh = cache.keys_.size() != blocks.size() || cache.keys_.front().size(0) != rows ||
+                     cache.keys_.front().dtype() != h.dtype() ||
+                     cache.keys_.front().device() != h.device();
+  if (first && fresh) {
+    cache.keys_.clear();
+    cache.values_.clear();
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      cache.keys_.push_back(at::empty({rows, heads, depth_, head_dim}, h.options()));
+      cache.values_.push_back(at::empty({rows, heads, depth_, head_dim}, h.options()));
+    }
+  }
   for (size_t i = 0; i < blocks.size(); ++i) {
-    h = blocks[i]->as<DepthBlockImpl>()->forward(h, cache.keys_[i], cache.values_[i],
-                                                 &cache.keys_[i], &cache.values_[i]);
+    h = blocks[i]->as<DepthBlockImpl>()->forward(h, cache.keys_[i], cache.values_[i], d);
   }
   cache.depth_ = d + 1;
-  return classifier_mlp->forward(h.squeeze(1));
+  return classify(h.squeeze(1));
 }
 
 }  // namespace vilau

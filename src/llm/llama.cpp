@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "vilau/core/error.h"
+#include "vilau/core/linear.h"
 #include "vilau/core/recompute.h"
 
 namespace vilau {
@@ -17,14 +18,17 @@ torch::nn::Linear linear(int64_t in, int64_t out) {
   return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false));
 }
 
-// HF's rotate_half: the two halves of the head dimension, not interleaved pairs.
-at::Tensor rotate_half(const at::Tensor& x) {
-  const int64_t half = x.size(-1) / 2;
-  return at::cat({-x.slice(-1, half), x.slice(-1, 0, half)}, -1);
+// HF's x * cos + rotate_half(x) * sin, where rotate_half(x) = cat(-x2, x1) over the two
+// halves of the head dimension. With sin's first half negated in advance, rotate_half(x) *
+// sin is roll(x) * sin: one operator instead of four, and bit for bit the same, since
+// (-a) * b == a * (-b) exactly.
+at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& signed_sin) {
+  return x * cos + x.roll(x.size(-1) / 2, -1) * signed_sin;
 }
 
-// cos and sin [B, 1, T, head_dim] for position_ids [B, T]. Linear scaling divides the
-// positions, as HF's LlamaLinearScalingRotaryEmbedding does before the product.
+// cos and signed sin (see apply_rotary) [B, 1, T, head_dim] for position_ids [B, T]. Linear
+// scaling divides the positions, as HF's LlamaLinearScalingRotaryEmbedding does before the
+// product.
 std::pair<at::Tensor, at::Tensor> rotary(const LlmConfig& config, const at::Tensor& position_ids,
                                          at::ScalarType dtype) {
   const int64_t dim = config.hidden_size / config.num_heads;
@@ -37,8 +41,8 @@ std::pair<at::Tensor, at::Tensor> rotary(const LlmConfig& config, const at::Tens
     t = t / config.rope_scaling_factor;
   }
   const at::Tensor freqs = t.unsqueeze(-1) * inv_freq;
-  const at::Tensor emb = at::cat({freqs, freqs}, -1).unsqueeze(1);
-  return {emb.cos().to(dtype), emb.sin().to(dtype)};
+  const at::Tensor cos = freqs.cos().to(dtype), sin = freqs.sin().to(dtype);
+  return {at::cat({cos, cos}, -1).unsqueeze(1), at::cat({-sin, sin}, -1).unsqueeze(1)};
 }
 
 // Boolean [B, 1, T, S] mask: causal over S = past + T keys, left pads excluded. Each position
@@ -82,15 +86,29 @@ KvCache::KvCache(const LlmConfig& config, int64_t batch, int64_t max_length, at:
     keys_.push_back(at::zeros({batch, config.num_kv_heads, max_length, head_dim}, opts));
     values_.push_back(at::zeros({batch, config.num_kv_heads, max_length, head_dim}, opts));
   }
+  const auto longs = opts.dtype(at::kLong);
+  visible_ = at::zeros({batch, 1, 1, max_length}, opts.dtype(at::kBool));
+  next_position_ = at::zeros({batch}, longs);
+  slot_ = at::zeros({1}, longs);
+  // Every position a row can reach is below max_length: a row's position id never exceeds
+  // its slot. The tables hold the same values rotary() computes, element by element.
+  const auto [cos, sin] = vilau::rotary(config, at::arange(max_length, longs).unsqueeze(0), dtype);
+  cos_ = cos.view({max_length, head_dim});
+  sin_ = sin.view({max_length, head_dim});
+}
+
+void KvCache::check_room(int64_t steps) const {
+  if (length_ + steps > max_length_) {
+    throw ShapeError(describe("KV cache", "cached positions",
+                              "at most " + std::to_string(max_length_),
+                              std::to_string(length_ + steps)));
+  }
 }
 
 std::pair<at::Tensor, at::Tensor> KvCache::append(int64_t layer, const at::Tensor& k,
                                                   const at::Tensor& v) {
   const int64_t end = length_ + k.size(2);
-  if (end > max_length_) {
-    throw ShapeError(describe("KV cache", "cached positions",
-                              "at most " + std::to_string(max_length_), std::to_string(end)));
-  }
+  check_room(k.size(2));
   auto& keys = keys_.at(layer);
   auto& values = values_.at(layer);
   keys.slice(2, length_, end).copy_(k);
@@ -98,7 +116,49 @@ std::pair<at::Tensor, at::Tensor> KvCache::append(int64_t layer, const at::Tenso
   return {keys.slice(2, 0, end), values.slice(2, 0, end)};
 }
 
-void KvCache::advance(int64_t steps) { length_ += steps; }
+void KvCache::advance(int64_t steps, const at::Tensor& attention_mask,
+                      const at::Tensor& position_ids) {
+  length_ += steps;
+  visible_.narrow(3, 0, length_).copy_(attention_mask.ne(0).view({batch(), 1, 1, length_}));
+  next_position_.copy_(position_ids.select(1, -1) + 1);
+  slot_.fill_(length_);
+}
+
+std::pair<at::Tensor, at::Tensor> KvCache::rotary(const at::Tensor& position_ids) const {
+  const auto rows = [&](const at::Tensor& table) {
+    return table.index_select(0, position_ids.reshape(-1))
+        .view({position_ids.size(0), 1, position_ids.size(1), table.size(1)});
+  };
+  return {rows(cos_), rows(sin_)};
+}
+
+std::pair<at::Tensor, at::Tensor> KvCache::begin_step() {
+  check_room(1);
+  visible_.index_fill_(3, slot_, true);
+  decoding_ = true;
+  return rotary(next_position_.unsqueeze(1));
+}
+
+std::pair<at::Tensor, at::Tensor> KvCache::write(int64_t layer, const at::Tensor& k,
+                                                 const at::Tensor& v) {
+  auto& keys = keys_.at(layer);
+  auto& values = values_.at(layer);
+  keys.index_copy_(2, slot_, k);
+  values.index_copy_(2, slot_, v);
+  return {keys, values};
+}
+
+void KvCache::count_replayed_step() {
+  check_room(1);
+  ++length_;
+}
+
+void KvCache::end_step() {
+  slot_.add_(1);
+  next_position_.add_(1);
+  ++length_;
+  decoding_ = false;
+}
 
 at::Tensor position_ids_from_mask(const at::Tensor& attention_mask) {
   const at::Tensor mask = attention_mask.ne(0).to(at::kLong);
@@ -110,9 +170,11 @@ LlamaRmsNormImpl::LlamaRmsNormImpl(int64_t hidden_size, double eps) : eps_(eps) 
 }
 
 at::Tensor LlamaRmsNormImpl::forward(const at::Tensor& x) {
-  const at::Tensor h = x.to(at::kFloat);
+  // Casts only where the dtype changes: each is one operator more per norm and step.
+  const bool fp32 = x.scalar_type() == at::kFloat;
+  const at::Tensor h = fp32 ? x : x.to(at::kFloat);
   const at::Tensor normed = h * at::rsqrt(h.pow(2).mean(-1, true) + eps_);
-  return weight * normed.to(x.scalar_type());
+  return weight * (fp32 ? normed : normed.to(x.scalar_type()));
 }
 
 LlamaAttentionImpl::LlamaAttentionImpl(const LlmConfig& config)
@@ -130,21 +192,29 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
                                        const at::Tensor& sin, const at::Tensor& allowed,
                                        KvCache* cache, int64_t layer) {
   const int64_t b = x.size(0), t = x.size(1);
+  // [B, T, n * d] -> [B, n, T, d]; for one position that is a view of the same memory.
   const auto heads = [&](const at::Tensor& y, int64_t n) {
-    return y.view({b, t, n, head_dim_}).transpose(1, 2);
+    return t == 1 ? y.view({b, n, 1, head_dim_}) : y.view({b, t, n, head_dim_}).transpose(1, 2);
   };
-  at::Tensor q = heads(q_proj(x), num_heads_);
-  at::Tensor k = heads(k_proj(x), num_kv_heads_);
-  at::Tensor v = heads(v_proj(x), num_kv_heads_);
-  q = q * cos + rotate_half(q) * sin;
-  k = k * cos + rotate_half(k) * sin;
-  if (cache != nullptr) {
+  at::Tensor q = heads(linear(*q_proj, x), num_heads_);
+  at::Tensor k = heads(linear(*k_proj, x), num_kv_heads_);
+  at::Tensor v = heads(linear(*v_proj, x), num_kv_heads_);
+  q = apply_rotary(q, cos, sin);
+  k = apply_rotary(k, cos, sin);
+  const bool decoding = cache != nullptr && cache->decoding();
+  if (decoding) {
+    std::tie(k, v) = cache->write(layer, k, v);
+  } else if (cache != nullptr) {
     std::tie(k, v) = cache->append(layer, k, v);
   }
   const int64_t groups = num_heads_ / num_kv_heads_;
-  const at::Tensor out =
-      at::scaled_dot_product_attention(q, repeat_kv(k, groups), repeat_kv(v, groups), allowed);
-  return o_proj(out.transpose(1, 2).reshape({b, t, num_heads_ * head_dim_}));
+  const at::Tensor mask = decoding ? cache->visible() : allowed;
+  const at::Tensor out = at::scaled_dot_product_attention(
+      q, repeat_kv(k, groups), repeat_kv(v, groups),
+      mask.defined() ? std::optional(mask) : std::nullopt, 0.0, /*is_causal=*/!mask.defined());
+  const at::Tensor merged = t == 1 ? out.reshape({b, 1, num_heads_ * head_dim_})
+                                   : out.transpose(1, 2).reshape({b, t, num_heads_ * head_dim_});
+  return linear(*o_proj, merged);
 }
 
 LlamaMlpImpl::LlamaMlpImpl(int64_t hidden_size, int64_t intermediate_size) {
@@ -154,7 +224,7 @@ LlamaMlpImpl::LlamaMlpImpl(int64_t hidden_size, int64_t intermediate_size) {
 }
 
 at::Tensor LlamaMlpImpl::forward(const at::Tensor& x) {
-  return down_proj(at::silu(gate_proj(x)) * up_proj(x));
+  return linear(*down_proj, at::silu(linear(*gate_proj, x)) * linear(*up_proj, x));
 }
 
 LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlmConfig& config) {
@@ -197,7 +267,8 @@ at::Tensor LlamaForCausalLMImpl::embed(const at::Tensor& input_ids) {
 
 at::Tensor LlamaForCausalLMImpl::hidden_states(const at::Tensor& inputs_embeds,
                                                const at::Tensor& position_ids,
-                                               const at::Tensor& attention_mask, KvCache* cache) {
+                                               const at::Tensor& attention_mask, KvCache* cache,
+                                               bool causal) {
   const int64_t steps = inputs_embeds.size(1);
   const int64_t past = cache != nullptr ? cache->length() : 0;
   if (attention_mask.dim() != 2 || attention_mask.size(0) != inputs_embeds.size(0) ||
@@ -207,8 +278,14 @@ at::Tensor LlamaForCausalLMImpl::hidden_states(const at::Tensor& inputs_embeds,
         "[" + std::to_string(inputs_embeds.size(0)) + ", " + std::to_string(past + steps) + "]",
         c10::str(attention_mask.sizes())));
   }
-  const auto [cos, sin] = rotary(config_, position_ids, inputs_embeds.scalar_type());
-  const at::Tensor allowed = attention_allowed(attention_mask, past, steps);
+  if (cache != nullptr) cache->check_room(steps);
+  const auto [cos, sin] = cache != nullptr
+                              ? cache->rotary(position_ids)
+                              : rotary(config_, position_ids, inputs_embeds.scalar_type());
+  // Without earlier positions a causal mask is SDPA's own (is_causal); otherwise the mask
+  // is materialised for padding, packed samples or the cached prefix.
+  const at::Tensor allowed =
+      causal && past == 0 ? at::Tensor() : attention_allowed(attention_mask, past, steps);
   // Recomputing needs no cache (a cached layer would append twice) and a differentiable
   // input; inference and frozen-embedding first layers run plainly.
   const bool recompute =
@@ -235,19 +312,38 @@ at::Tensor LlamaForCausalLMImpl::hidden_states(const at::Tensor& inputs_embeds,
     }
   }
   if (cache != nullptr) {
-    cache->advance(steps);
+    cache->advance(steps, attention_mask, position_ids);
   }
   return model->norm(h);
 }
 
+at::Tensor LlamaForCausalLMImpl::decode(const at::Tensor& inputs_embeds, KvCache& cache) {
+  if (inputs_embeds.dim() != 3 || inputs_embeds.size(0) != cache.batch() ||
+      inputs_embeds.size(1) != 1 || inputs_embeds.size(2) != config_.hidden_size) {
+    throw ShapeError(describe(
+        "LLaMA decode", "inputs_embeds",
+        "[" + std::to_string(cache.batch()) + ", 1, " + std::to_string(config_.hidden_size) + "]",
+        c10::str(inputs_embeds.sizes())));
+  }
+  const auto [cos, sin] = cache.begin_step();
+  at::Tensor h = inputs_embeds;
+  for (size_t i = 0; i < model->layers->size(); ++i) {
+    h = model->layers->at<LlamaDecoderLayerImpl>(i).forward(h, cos, sin, {}, &cache,
+                                                            static_cast<int64_t>(i));
+  }
+  cache.end_step();
+  return model->norm(h);
+}
+
 at::Tensor LlamaForCausalLMImpl::logits(const at::Tensor& hidden) {
-  return lm_head ? lm_head(hidden) : at::linear(hidden, model->embed_tokens->weight);
+  return lm_head ? linear(*lm_head, hidden) : at::linear(hidden, model->embed_tokens->weight);
 }
 
 at::Tensor LlamaForCausalLMImpl::forward(const at::Tensor& input_ids,
                                          const at::Tensor& attention_mask) {
-  return logits(
-      hidden_states(embed(input_ids), position_ids_from_mask(attention_mask), attention_mask));
+  const bool causal = attention_mask.eq(1).all().item<bool>();
+  return logits(hidden_states(embed(input_ids), position_ids_from_mask(attention_mask),
+                              attention_mask, nullptr, causal));
 }
 
 }  // namespace vilau

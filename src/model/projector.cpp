@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include "vilau/core/linear.h"
+
 namespace vilau {
 
 MultimodalProjectorImpl::MultimodalProjectorImpl(int64_t vision_dim, int64_t llm_hidden) {
@@ -11,7 +13,9 @@ MultimodalProjectorImpl::MultimodalProjectorImpl(int64_t vision_dim, int64_t llm
 }
 
 at::Tensor MultimodalProjectorImpl::forward(const at::Tensor& features) {
-  return layers->forward(features);
+  const at::Tensor h = linear(layers->at<torch::nn::LinearImpl>(0), features);
+  return linear(layers->at<torch::nn::LinearImpl>(2),
+                layers->at<torch::nn::GELUImpl>(1).forward(h));
 }
 
 }  // namespace vilau

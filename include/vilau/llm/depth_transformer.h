@@ -20,12 +20,14 @@
 
 namespace vilau {
 
-// Keys and values of the depths run so far, one pair per block ([N, heads, depths, head_dim]).
-// Kept outside the module so that one model can serve several generations at once.
+// Keys and values of the depths run so far, one pair per block, [N, heads, D, head_dim]
+// allocated at the first step and written in place, so that every image position runs on
+// the same buffers (a position's steps can be captured as a CUDA graph). Kept outside the
+// module so that one model can serve several generations at once.
 class DepthKvCache {
  public:
   int64_t depth() const { return depth_; }  // how many depths have been run
-  void clear();
+  void clear() { depth_ = 0; }              // the next step starts a position; buffers stay
 
  private:
   friend class DepthTransformerImpl;
@@ -39,10 +41,10 @@ class DepthSelfAttentionImpl : public torch::nn::Module {
  public:
   DepthSelfAttentionImpl(int64_t embed_dim, int64_t num_heads, double attn_dropout,
                          double resid_dropout);
-  // x [N, T, E]; past_key/past_value [N, heads, P, head_dim] or undefined. The T new
-  // positions come after the P cached ones; key/value receive all P + T.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& past_key, const at::Tensor& past_value,
-                     at::Tensor* key, at::Tensor* value);
+  // x [N, T, E], causal over T. With buffers keys/values [N, heads, D, head_dim], the T new
+  // positions are written after the `cached` ones and attend to those too.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& keys = {},
+                     const at::Tensor& values = {}, int64_t cached = 0);
 
   torch::nn::Linear key{nullptr}, query{nullptr}, value{nullptr}, proj{nullptr};
 
@@ -56,8 +58,8 @@ TORCH_MODULE(DepthSelfAttention);
 class DepthBlockImpl : public torch::nn::Module {
  public:
   DepthBlockImpl(int64_t embed_dim, int64_t num_heads, double attn_dropout, double resid_dropout);
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& past_key, const at::Tensor& past_value,
-                     at::Tensor* key, at::Tensor* value);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& keys = {},
+                     const at::Tensor& values = {}, int64_t cached = 0);
 
   torch::nn::LayerNorm ln1{nullptr}, ln2{nullptr};
   DepthSelfAttention attn{nullptr};
@@ -104,6 +106,8 @@ class DepthTransformerImpl : public torch::nn::Module {
   torch::nn::Sequential classifier_mlp{nullptr};  // layer_norm, linear
 
  private:
+  at::Tensor classify(const at::Tensor& x);  // classifier_mlp: layer norm, then logits
+
   DepthTransformerConfig config_;
   int64_t depth_, codebook_size_, code_dim_, llm_hidden_;
   BlockWrapper block_wrapper_;

@@ -57,6 +57,8 @@ struct ExpandedInputs {
   // that are generation targets (the official rule, generation_targets()); ignore elsewhere.
   // Undefined when the batch has no labels.
   at::Tensor labels;
+  // Every row is one unpadded sample (the mask is all ones): attention is plainly causal.
+  bool causal = false;
 };
 
 enum class Padding { right, left };
@@ -92,6 +94,9 @@ class VilaUImpl : public torch::nn::Module {
   at::Tensor encode_images(const at::Tensor& pixels);
   // Codes [..., D] -> LLM input embeddings [..., H]: the projected sum of code vectors.
   at::Tensor embed_codes(const at::Tensor& codes);
+  // The projector applied to sums of code embeddings [..., C] that the caller already has
+  // (generation builds them depth by depth): embed_codes without the lookups and checks.
+  at::Tensor embed_code_sum(const at::Tensor& sum);
   // Training forwards run the projector through `wrapper` as block 0 (as LLaMA's layers):
   // the trainer shards it this way.
   void set_projector_wrapper(BlockWrapper wrapper) { projector_wrapper_ = std::move(wrapper); }
