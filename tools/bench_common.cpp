@@ -157,8 +157,7 @@ bool is_static_step(const std::function<void()>& step, int64_t first, int64_t se
     trace.stop();
     (i == first ? a : b) = trace.signature();
   }
-}
-return a == b;
+  return a == b;
 }
 
 }  // namespace vilau::cli
