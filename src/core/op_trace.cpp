@@ -106,12 +106,11 @@ std::unique_ptr<at::ObserverContext> on_enter(const at::RecordFunction& fn) {
     const auto inputs = fn.inputs();
     // A copy into host memory inside .cpu() is the same wait as the .cpu() itself.
     call.sync = is_sync(call.name, inputs) && !(call.name == "aten::copy_" && depth > 0);
-    std::ostringstream out;
     for (const c10::IValue& v : inputs) {
+      std::ostringstream out;
       describe(out, v);
-      out << " ";
+      call.inputs.push_back(out.str());
     }
-    call.inputs = out.str();
     sink->push_back(std::move(call));
   }
   ++depth;
@@ -171,7 +170,11 @@ int64_t OpTrace::host_syncs() const {
 
 std::string OpTrace::signature() const {
   std::ostringstream out;
-  for (const Call& c : calls_) out << c.depth << " " << c.name << " " << c.inputs << "\n";
+  for (const Call& c : calls_) {
+    out << c.depth << " " << c.name;
+    for (const std::string& input : c.inputs) out << " " << input;
+    out << "\n";
+  }
   return out.str();
 }
 

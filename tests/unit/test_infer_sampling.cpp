@@ -9,6 +9,7 @@
 
 #include "test_util.h"
 #include "vilau/core/error.h"
+#include "vilau/core/op_trace.h"
 #include "vilau/infer/image_generation.h"
 #include "vilau/infer/sampling.h"
 
@@ -79,14 +80,110 @@ TEST(InferSampling, DrawsFollowTheFilteredDistribution) {
   EXPECT_NEAR(counts[1].item<double>() / 20000.0, 0.625, 0.02);
 }
 
+// The official order on the whole row, written out as the official sample_from_logits
+// does it: temperature, mask below the k-th value, softmax over all V, sort, top-p,
+// renormalise. Returns the sorted probabilities and their ids.
+std::pair<at::Tensor, at::Tensor> official_sorted(const at::Tensor& logits, const SamplerConfig& c,
+                                                  bool top_p_first = false) {
+  const double inf = std::numeric_limits<double>::infinity();
+  at::Tensor scores = logits.to(at::kFloat) / c.temperature;
+  const auto top_k = [&](at::Tensor x) {
+    if (c.top_k == 0) return x;
+    const at::Tensor kth = std::get<0>(x.topk(c.top_k, -1)).narrow(-1, c.top_k - 1, 1);
+    return x.masked_fill(x.lt(kth), -inf);
+  };
+  const auto top_p = [&](const at::Tensor& x) {
+    const auto [sorted, order] = x.softmax(-1).sort(-1, true);
+    const at::Tensor before = sorted.cumsum(-1) - sorted;
+    at::Tensor keep = sorted.masked_fill(before.ge(c.top_p), 0.0);
+    keep.select(-1, 0).copy_(sorted.select(-1, 0));
+    return std::make_pair(keep / keep.sum(-1, true), order);
+  };
+  if (top_p_first) {  // a wrong order, to show that the comparison can fail
+    const auto [p, order] = top_p(scores);
+    const at::Tensor kept = at::full_like(scores, -inf).scatter(-1, order, p.log());
+    const auto [sorted, sorted_order] = top_k(kept).softmax(-1).sort(-1, true);
+    return std::make_pair(sorted, sorted_order);
+  }
+  return top_p(top_k(scores));
+}
+
+// The token a uniform draw picks by inverting a sorted distribution, as the fast sampler
+// does; also how far the draw lies from the nearest boundary between two tokens.
+std::pair<int64_t, double> invert(const at::Tensor& probs, const at::Tensor& ids, float u) {
+  const at::Tensor cdf = probs.cumsum(-1);
+  const double target = u * (1.0 - 0x1p-23) * cdf[-1].item<double>();
+  const auto acc = cdf.accessor<float, 1>();
+  int64_t i = 0;
+  while (i + 1 < cdf.size(0) && acc[i] <= target) ++i;
+  double margin = std::abs(acc[i] - target);
+  if (i > 0) margin = std::min(margin, std::abs(acc[i - 1] - target));
+  return {ids[i].item<int64_t>(), margin};
+}
+
+// Top-k first and top-p within the survivors is the official distribution: on fixed
+// uniforms it picks the official full-row order's token, except where a draw lies within
+// rounding of the boundary between two tokens.
+TEST(InferSampling, FastOrderDrawsWhatTheOfficialOrderDrawsOnFixedUniforms) {
+  torch::manual_seed(3);
+  const int64_t rows = 24, draws = 40;
+  const at::Tensor logits = at::randn({rows, 16384}) * 2.0;
+  for (const SamplerConfig config :
+       {SamplerConfig{1.0, 900, 0.96}, SamplerConfig{0.9, 0, 0.6}, SamplerConfig{1.3, 7, 1.0}}) {
+    const auto [probs, ids] = official_sorted(logits, config);
+    const auto [wrong_probs, wrong_ids] = official_sorted(logits, config, true);
+    int64_t compared = 0, near_boundary = 0, wrong_order_differs = 0;
+    for (int64_t d = 0; d < draws; ++d) {
+      const at::Tensor u = at::rand({rows, 1});
+      const at::Tensor fast = sample_with_uniforms(logits, config, u);
+      for (int64_t r = 0; r < rows; ++r) {
+        const float ur = u[r][0].item<float>();
+        const auto [token, margin] = invert(probs[r], ids[r], ur);
+        ++compared;
+        if (fast[r].item<int64_t>() != token) {
+          EXPECT_LT(margin, 1e-6) << "row " << r << " draw " << d;
+          ++near_boundary;
+        }
+        if (config.top_k > 0 && config.top_p < 1.0) {
+          wrong_order_differs += invert(wrong_probs[r], wrong_ids[r], ur).first != token ? 1 : 0;
+        }
+      }
+    }
+    EXPECT_LE(near_boundary, compared / 500) << config.top_k << " " << config.top_p;
+    if (config.top_k > 0 && config.top_p < 1.0) EXPECT_GT(wrong_order_differs, 0);
+  }
+}
+
+TEST(InferSampling, TiesWithTheKthValueSurviveInTheFastOrder) {
+  // Ten codes share the k-th value (k = 3): the official mask keeps all ten.
+  std::vector<float> values(2000, -5.0f);
+  values[0] = 4.0f;
+  values[1] = 3.0f;
+  for (int i = 10; i < 20; ++i) values[i] = 1.0f;
+  const at::Tensor p = sampling_probabilities(row(values), {1.0, 3, 1.0});
+  EXPECT_EQ(p.gt(0).sum().item<int64_t>(), 12);
+  EXPECT_NEAR(p[0][15].item<double>(), p[0][10].item<double>(), 1e-7);
+}
+
+TEST(InferSampling, DrawsNeverWaitForTheHost) {
+  at::Generator g = make_generator(at::kCPU, 2);
+  const at::Tensor logits = at::randn({4, 5000});
+  for (const SamplerConfig config : {SamplerConfig{1.0, 900, 0.96}, SamplerConfig{0.0, 0, 1.0}}) {
+    OpTrace trace;
+    sample_tokens(logits, config, g);
+    trace.stop();
+    EXPECT_EQ(trace.host_syncs(), 0);
+    for (const OpTrace::Call& call : trace.calls()) {
+      EXPECT_NE(call.name, "aten::multinomial");
+      EXPECT_NE(call.name, "aten::sort") << "top-k runs before any sort of the row";
+    }
+  }
+}
+
 TEST(InferSampling, InvalidSettingsAreNamed) {
-  EXPECT_THAT(testing::error_of<ConfigError>([] {
-                SamplerConfig{-1.0, 0, 1.0}.validate("s");
-              }),
+  EXPECT_THAT(testing::error_of<ConfigError>([] { SamplerConfig{-1.0, 0, 1.0}.validate("s"); }),
               ::testing::HasSubstr("s.temperature"));
-  EXPECT_THAT(testing::error_of<ConfigError>([] {
-                SamplerConfig{1.0, 0, 0.0}.validate("s");
-              }),
+  EXPECT_THAT(testing::error_of<ConfigError>([] { SamplerConfig{1.0, 0, 0.0}.validate("s"); }),
               ::testing::HasSubstr("s.top_p"));
   ImageOptions options;
   options.cfg_scale = -1.0;

@@ -11,6 +11,7 @@
 
 #include "test_util.h"
 #include "vilau/core/error.h"
+#include "vilau/core/op_trace.h"
 #include "vilau/io/safetensors.h"
 #include "vilau/llm/llama.h"
 #include "vilau/model/load_module.h"
@@ -134,6 +135,73 @@ TEST_P(LlamaTiny, CachedDecodingMatchesFullForward) {
   RecordProperty("max_rel_error", c10::str(error));
   EXPECT_LE(error, kMaxRelError);
   EXPECT_LE(relative_error(cached, reference, full_mask), kMaxRelError);
+}
+
+// The in-place decode step (device-side slot, positions and mask over the whole cache)
+// against HF's full forward, and against the growing-cache path it replaces.
+TEST_P(LlamaTiny, StaticDecodeStepsMatchTheReference) {
+  torch::NoGradGuard no_grad;
+  const at::Tensor ids = get("input.input_ids");
+  const at::Tensor continuation = get("input.continuation");
+  const int64_t batch = ids.size(0), steps = continuation.size(1);
+  const at::Tensor mask = get("input.attention_mask");
+  const at::Tensor full_mask = at::cat({mask, at::ones_like(continuation)}, 1);
+  const at::Tensor reference = get("output." + GetParam() + ".full_logits");
+
+  KvCache cache(model_->config(), batch, kPromptLength + steps + 3, at::kFloat, at::kCPU);
+  std::vector<at::Tensor> outputs{model_->logits(
+      model_->hidden_states(model_->embed(ids), position_ids_from_mask(mask), mask, &cache))};
+  const at::Tensor first_key = cache.visible();
+  for (int64_t i = 0; i < steps; ++i) {
+    outputs.push_back(
+        model_->logits(model_->decode(model_->embed(continuation.slice(1, i, i + 1)), cache)));
+  }
+  EXPECT_EQ(cache.length(), kPromptLength + steps);
+  // The mask is written in place: the same buffer at every step.
+  EXPECT_EQ(cache.visible().data_ptr(), first_key.data_ptr());
+  const at::Tensor decoded = at::cat(outputs, 1);
+  const double error = relative_error(decoded, reference, full_mask);
+  RecordProperty("max_rel_error", c10::str(error));
+  EXPECT_LE(error, kMaxRelError);
+  // A step that forgot the left pads (every cached key visible) would not match.
+  EXPECT_TRUE(cache.visible().logical_not().any().item<bool>());
+}
+
+TEST_P(LlamaTiny, DecodeRefusesAFullCacheAndWrongShapes) {
+  torch::NoGradGuard no_grad;
+  const at::Tensor ids = get("input.input_ids");
+  const at::Tensor mask = get("input.attention_mask");
+  KvCache cache(model_->config(), ids.size(0), kPromptLength, at::kFloat, at::kCPU);
+  model_->hidden_states(model_->embed(ids), position_ids_from_mask(mask), mask, &cache);
+  const at::Tensor token = model_->embed(ids.slice(1, 0, 1));
+  EXPECT_THAT(testing::error_of<ShapeError>([&] { model_->decode(token, cache); }),
+              HasSubstr("at most " + std::to_string(kPromptLength)));
+  EXPECT_THAT(testing::error_of<ShapeError>([&] { model_->decode(model_->embed(ids), cache); }),
+              HasSubstr("inputs_embeds"));
+}
+
+// An unpadded batch takes SDPA's is_causal without a mask (the flash-attention form) and
+// gives what the materialised causal mask gives.
+TEST_P(LlamaTiny, UnpaddedBatchesRunCausalAttentionWithoutAMask) {
+  torch::NoGradGuard no_grad;
+  const at::Tensor ids = get("input.input_ids");
+  const at::Tensor ones = at::ones_like(ids);
+  const at::Tensor embeds = model_->embed(ids), positions = position_ids_from_mask(ones);
+  const at::Tensor masked = model_->hidden_states(embeds, positions, ones);
+  OpTrace trace;
+  const at::Tensor causal = model_->hidden_states(embeds, positions, ones, nullptr, true);
+  trace.stop();
+  int64_t attention = 0;
+  for (const OpTrace::Call& call : trace.calls()) {
+    if (call.name != "aten::scaled_dot_product_attention") continue;
+    ++attention;
+    // query, key, value, then the mask: None, and is_causal.
+    ASSERT_GE(call.inputs.size(), 6u);
+    EXPECT_EQ(call.inputs[3], "None");
+    EXPECT_EQ(call.inputs[5], "True");
+  }
+  EXPECT_EQ(attention, model_->config().num_layers);
+  EXPECT_LE(testing::relative_error(causal, masked), kMaxRelError);
 }
 
 TEST_P(LlamaTiny, EveryParameterGetsAFiniteNonZeroGradient) {

@@ -38,9 +38,9 @@ class OpTrace {
 
   struct Call {
     std::string name;
-    int depth = 0;       // 0: called from outside any operator
-    bool sync = false;   // see host_syncs()
-    std::string inputs;  // shapes and values, for signature()
+    int depth = 0;                    // 0: called from outside any operator
+    bool sync = false;                // see host_syncs()
+    std::vector<std::string> inputs;  // each argument: shape and dtype, or value
   };
   const std::vector<Call>& calls() const { return calls_; }
 

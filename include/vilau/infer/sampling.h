@@ -63,8 +63,9 @@ at::Tensor sampling_probabilities(const at::Tensor& logits, const SamplerConfig&
 at::Tensor sample_tokens(const at::Tensor& logits, const SamplerConfig& config,
                          at::Generator& generator);
 
-// sample_tokens with the uniforms [N, 1] in [0, 1) given: the same token for the same
-// uniform as inverting the official full-row distribution sorted by probability.
+// sample_tokens with the uniforms [N, 1] in [0, 1) given. With top-k or top-p set, the
+// same token for the same uniform as inverting the official full-row distribution sorted
+// by probability; with neither, the row is inverted in vocabulary order.
 at::Tensor sample_with_uniforms(const at::Tensor& logits, const SamplerConfig& config,
                                 const at::Tensor& uniforms);
 
