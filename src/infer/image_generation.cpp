@@ -112,19 +112,8 @@ ImageSession::ImageSession(VilaUImpl& model, const std::vector<std::vector<int64
   // Official padding: id 0 on the left.
   const ExpandedInputs in = model_.expand(left_padded_batch(rows, 0, device), Padding::left);
   batch_ = static_cast<int64_t>(rows.size());
-  at::Tensor hidden;
-  if (options_.llm_cache) {
-    cache_ = std::make_unique<KvCache>(llm.config(), batch_, in.inputs_embeds.size(1) + positions_,
-                                       weight.scalar_type(), device);
-    hidden = llm.hidden_states(in.inputs_embeds, in.position_ids, in.attention_mask, cache_.get(),
-                               in.causal);
-  } else {
-    embeds_ = in.inputs_embeds;
-    position_ids_ = in.position_ids;
-    mask_ = in.attention_mask;
-    hidden = llm.hidden_states(embeds_, position_ids_, mask_, nullptr, in.causal);
-  }
-  hidden_ = hidden.select(1, -1).clone();  // a buffer of its own, rewritten in place
+  llm_ = std::make_unique<LlmSequence>(llm, in, positions_, options_.llm_cache);
+  hidden_ = llm_->prefilled().clone();  // a buffer of its own, rewritten in place
   times_.llm_tokens += in.attention_mask.numel();
   times_.prefill += seconds_since(start, device, options_.profile);
 
@@ -153,7 +142,7 @@ void ImageSession::step() {
       sample_position();
       advance_llm();
     });
-    if (replayed) cache_->count_replayed_step();
+    if (replayed) llm_->count_replayed_step();
     times_.graph += seconds_since(start, device, options_.profile);
   } else {
     sample_position();
@@ -203,18 +192,9 @@ void ImageSession::sample_position() {
 }
 
 void ImageSession::advance_llm() {
-  LlamaForCausalLMImpl& llm = *model_.llm;
   at::Tensor x = model_.embed_code_sum(code_sum_.unsqueeze(1));
   if (x.scalar_type() != hidden_.scalar_type()) x = x.to(hidden_.scalar_type());
-  if (cache_) {
-    hidden_.copy_(llm.decode(x, *cache_).select(1, 0));
-    return;
-  }
-  const at::Tensor position = position_ids_.select(1, -1).unsqueeze(1) + 1;
-  mask_ = at::cat({mask_, at::ones({batch_, 1}, mask_.options())}, 1);
-  embeds_ = at::cat({embeds_, x}, 1);
-  position_ids_ = at::cat({position_ids_, position}, 1);
-  hidden_.copy_(llm.hidden_states(embeds_, position_ids_, mask_).select(1, -1));
+  hidden_.copy_(llm_->step(x));
 }
 
 ImageGenerator::ImageGenerator(VilaU model) : model_(std::move(model)) {}

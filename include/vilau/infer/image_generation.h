@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "vilau/infer/llm_sequence.h"
 #include "vilau/infer/sampling.h"
 #include "vilau/infer/step_graph.h"
 #include "vilau/model/vila_u.h"
@@ -91,14 +92,13 @@ class ImageSession {
   at::Generator& generator_;
   GenerationTimes& times_;
   int64_t n_ = 0, batch_ = 0, positions_ = 0, position_ = 0;
-  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<LlmSequence> llm_;
   DepthKvCache depth_cache_;
-  at::Tensor hidden_;                        // [rows, H]: the state that predicts the next position
-  at::Tensor chosen_;                        // [N, D]: the codes just sampled
-  at::Tensor code_sum_;                      // [rows, C]: the sum of their embeddings
-  at::Tensor codes_;                         // [N, positions, D]
-  at::Tensor column_;                        // [1] int64: position_ on the device
-  at::Tensor embeds_, position_ids_, mask_;  // the growing sequence without the LLM cache
+  at::Tensor hidden_;    // [rows, H]: the state that predicts the next position
+  at::Tensor chosen_;    // [N, D]: the codes just sampled
+  at::Tensor code_sum_;  // [rows, C]: the sum of their embeddings
+  at::Tensor codes_;     // [N, positions, D]
+  at::Tensor column_;    // [1] int64: position_ on the device
   std::unique_ptr<StepGraph> graph_;
 };
 

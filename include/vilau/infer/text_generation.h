@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "vilau/infer/llm_sequence.h"
 #include "vilau/infer/sampling.h"
 #include "vilau/infer/step_graph.h"
 #include "vilau/model/vila_u.h"
@@ -53,9 +54,8 @@ class TokenDecoder {
   VilaUImpl& model_;
   SamplerConfig sampler_;
   at::Generator& generator_;
-  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<LlmSequence> llm_;
   at::Tensor tokens_;
-  at::Tensor embeds_, position_ids_, mask_;  // the growing sequence without the cache
   std::unique_ptr<StepGraph> graph_;
 };
 

@@ -39,7 +39,6 @@ class KvCache {
   // Commits the positions the layers just appended; `attention_mask` [B, length() + steps]
   // and `position_ids` [B, steps] are those of the prefill, so that decoding continues them.
   void advance(int64_t steps, const at::Tensor& attention_mask, const at::Tensor& position_ids);
-  void clear() { length_ = 0; }
 
   // cos and sin [B, 1, T, head_dim] for position_ids [B, T], from tables computed once for
   // every position the cache holds; sin has its first half negated (see apply_rotary).
