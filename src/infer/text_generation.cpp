@@ -7,6 +7,7 @@
 #include "vilau/core/error.h"
 #include "vilau/infer/batching.h"
 #include "vilau/tokenizer/conversation.h"
+#include "vilau/tokenizer/detokenizer.h"
 #include "vilau/tokenizer/tokenizer.h"
 
 namespace vilau {
@@ -17,8 +18,9 @@ namespace {
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
 
 struct RowState {
-  std::vector<int64_t> tokens;
-  std::string text;
+  explicit RowState(const Tokenizer& tokenizer) : detokenizer(tokenizer, true) {}
+  Detokenizer detokenizer;
+  std::string text;  // the detokenizer's text, cut at a stop string
   size_t emitted = 0;
   bool done = false;
   StopReason stop = StopReason::length;
@@ -85,20 +87,8 @@ TokenDecoder::TokenDecoder(VilaUImpl& model, const ExpandedInputs& in, int64_t b
   torch::NoGradGuard no_grad;
   LlamaForCausalLMImpl& llm = *model_.llm;
   const at::Tensor weight = llm.model->embed_tokens->weight;
-  at::Tensor hidden;
-  if (kv_cache) {
-    cache_ = std::make_unique<KvCache>(llm.config(), in.inputs_embeds.size(0),
-                                       in.inputs_embeds.size(1) + budget, weight.scalar_type(),
-                                       weight.device());
-    hidden = llm.hidden_states(in.inputs_embeds, in.position_ids, in.attention_mask, cache_.get(),
-                               in.causal);
-  } else {
-    embeds_ = in.inputs_embeds;
-    position_ids_ = in.position_ids;
-    mask_ = in.attention_mask;
-    hidden = llm.hidden_states(embeds_, position_ids_, mask_, nullptr, in.causal);
-  }
-  tokens_ = sample_tokens(llm.logits(hidden.select(1, -1)), sampler_, generator_);
+  llm_ = std::make_unique<LlmSequence>(llm, in, budget, kv_cache);
+  tokens_ = sample_tokens(llm.logits(llm_->prefilled()), sampler_, generator_);
   graph_ = std::make_unique<StepGraph>(cuda_graphs && kv_cache, weight.device(), generator_);
 }
 
@@ -106,23 +96,13 @@ TokenDecoder::~TokenDecoder() = default;
 
 void TokenDecoder::step() {
   torch::NoGradGuard no_grad;
-  if (graph_->run([this] { next(); })) cache_->count_replayed_step();
+  if (graph_->run([this] { next(); })) llm_->count_replayed_step();
 }
 
 void TokenDecoder::next() {
   LlamaForCausalLMImpl& llm = *model_.llm;
-  const at::Tensor x = llm.embed(tokens_.unsqueeze(1));
-  at::Tensor hidden;
-  if (cache_) {
-    hidden = llm.decode(x, *cache_);
-  } else {
-    const at::Tensor position = position_ids_.select(1, -1).unsqueeze(1) + 1;
-    mask_ = at::cat({mask_, at::ones({mask_.size(0), 1}, mask_.options())}, 1);
-    embeds_ = at::cat({embeds_, x}, 1);
-    position_ids_ = at::cat({position_ids_, position}, 1);
-    hidden = llm.hidden_states(embeds_, position_ids_, mask_);
-  }
-  tokens_.copy_(sample_tokens(llm.logits(hidden.select(1, -1)), sampler_, generator_));
+  tokens_.copy_(
+      sample_tokens(llm.logits(llm_->step(llm.embed(tokens_.unsqueeze(1)))), sampler_, generator_));
 }
 
 TextGenerator::TextGenerator(VilaU model, const Tokenizer& tokenizer)
@@ -153,7 +133,9 @@ std::vector<TextAnswer> TextGenerator::generate(const std::vector<std::vector<in
   TokenDecoder decoder(*model_, in, budget, options.sampler, generator, options.kv_cache,
                        options.cuda_graphs);
 
-  std::vector<RowState> states(prompts.size());
+  std::vector<RowState> states;
+  states.reserve(prompts.size());
+  for (size_t b = 0; b < prompts.size(); ++b) states.emplace_back(tokenizer_);
   const int64_t eos = tokenizer_.eos_id();
   for (int64_t step = 0; step < budget; ++step) {
     // The one wait per token: the host needs the tokens for EOS, stop strings and streaming.
@@ -165,11 +147,11 @@ std::vector<TextAnswer> TextGenerator::generate(const std::vector<std::vector<in
       if (s.done) continue;
       const int64_t token = next_ids[b];
       if (token == eos) {
+        s.text = s.detokenizer.finish();
         s.done = true;
         s.stop = StopReason::eos;
       } else {
-        s.tokens.push_back(token);
-        s.text = tokenizer_.decode(s.tokens, true);
+        s.text = s.detokenizer.push(token);
         if (cut_at_stop(s.text, options.stop_strings)) {
           s.done = true;
           s.stop = StopReason::stop_string;
@@ -189,11 +171,12 @@ std::vector<TextAnswer> TextGenerator::generate(const std::vector<std::vector<in
 
   std::vector<TextAnswer> answers;
   for (RowState& s : states) {
+    if (!s.done) s.text = s.detokenizer.finish();
     if (stream && !s.done && s.text.size() > s.emitted) {
       stream(static_cast<int64_t>(answers.size()), s.text.substr(s.emitted));
     }
     // As the official generate_content returns it: decoded, then str.strip()ped.
-    answers.push_back({std::move(s.tokens), python_strip(s.text), s.stop});
+    answers.push_back({s.detokenizer.tokens(), python_strip(s.text), s.stop});
   }
   return answers;
 }

@@ -8,10 +8,12 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 
 #include "test_util.h"
 #include "vilau/core/error.h"
 #include "vilau/tokenizer/conversation.h"
+#include "vilau/tokenizer/detokenizer.h"
 #include "vilau/tokenizer/tokenizer.h"
 
 namespace vilau {
@@ -93,6 +95,39 @@ TEST(Tokenizer, DecodeRoundTripsPlainText) {
     ++checked;
   }
   EXPECT_GE(checked, 30);
+}
+
+// Random answers over the whole vocabulary (byte pieces, added and special tokens
+// included), decoded one token at a time, against decoding everything at once.
+TEST(Detokenizer, EqualsDecodingTheWholeAnswerAfterEveryToken) {
+  const Tokenizer& t = tokenizer();
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int64_t> any(0, t.size() - 1);
+  int64_t held_back = 0, naive_differs = 0;
+  for (int sample = 0; sample < 300; ++sample) {
+    const bool skip = sample % 2 == 0;
+    Detokenizer detokenizer(t, skip);
+    std::vector<int64_t> ids;
+    std::string naive;  // each token decoded on its own: what the window must avoid
+    for (int i = 0; i < 40; ++i) {
+      ids.push_back(any(rng));
+      const std::string& text = detokenizer.push(ids.back());
+      naive += t.decode({ids.back()}, skip);
+      const std::string whole = t.decode(ids, skip);
+      if (whole.size() >= 3 && whole.compare(whole.size() - 3, 3, "\xEF\xBF\xBD") == 0) {
+        // An incomplete character waits; what is shown is the whole text before it.
+        ASSERT_EQ(whole.compare(0, text.size(), text), 0) << "sample " << sample;
+        held_back += text.size() < whole.size() ? 1 : 0;
+      } else {
+        ASSERT_EQ(text, whole) << "sample " << sample << ", token " << i;
+      }
+    }
+    EXPECT_EQ(detokenizer.finish(), t.decode(ids, skip));
+    EXPECT_EQ(detokenizer.tokens(), ids);
+    naive_differs += naive != t.decode(ids, skip) ? 1 : 0;
+  }
+  EXPECT_GT(held_back, 0) << "no sample ended in an incomplete character";
+  EXPECT_GT(naive_differs, 250) << "per-token decoding would pass this test";
 }
 
 TEST(Tokenizer, TemplatesRebuildTheGoldenPrompts) {
