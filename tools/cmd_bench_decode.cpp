@@ -130,6 +130,7 @@ void bench_decode(const DecodeArgs& args) {
     run["top_level_ops_per_token"] = counts["top_level_ops"];
     run["kernels_per_token"] = counts["kernels"];
     run["host_syncs_per_token"] = counts["host_syncs"];
+    run["most_dispatched_per_token"] = counts["most_dispatched"];
     if (!args.eager.empty()) {
       run["eager"] = run_eager_baseline(
           args.eager,

@@ -123,6 +123,7 @@ void bench_generate(const BenchArgs& args) {
       {"top_level_ops_per_position", counts["top_level_ops"]},
       {"kernels_per_position", counts["kernels"]},
       {"host_syncs_per_position", counts["host_syncs"]},
+      {"most_dispatched_per_position", counts["most_dispatched"]},
   };
   if (!args.eager.empty()) {
     report["eager"] = run_eager_baseline(

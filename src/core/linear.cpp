@@ -3,25 +3,125 @@
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
+#include <string>
+#include <vector>
+
+#include "vilau/core/error.h"
+
 namespace vilau {
 
-at::Tensor linear(torch::nn::LinearImpl& layer, const at::Tensor& x) {
-  const at::Tensor& weight = layer.weight;
-  const int64_t in = weight.size(1);
-  const int64_t rows = x.size(-1) == in && x.dim() > 0 ? x.numel() / in : 0;
-  if (at::GradMode::is_enabled() || rows == 0) return layer.forward(x);
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = weight.size(0);
-  // Small weights are not bound by reading them: the repacking costs nothing there. Rows
-  // go in as a matrix, so that the bias is added inside the product (addmm) rather than by
-  // a second kernel, as at::linear does for inputs of more than two dimensions.
-  if (!x.device().is_cpu() || rows < 2 || rows > kStreamedRows ||
-      weight.numel() < kStreamedWeights) {
-    return x.dim() == 2 ? layer.forward(x) : layer.forward(x.reshape({rows, in})).view(shape);
+at::Tensor linear(const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& x) {
+  const int64_t in = weight.size(1), out = weight.size(0);
+  if (at::GradMode::is_enabled() || x.dim() < 1 || x.size(-1) != in || x.numel() == 0 ||
+      !x.is_contiguous() || !weight.is_contiguous()) {
+    return at::linear(x, weight, bias.defined() ? std::optional(bias) : std::nullopt);
   }
-  // [out, rows] transposed: a strided view that the following operators read as it is.
-  const at::Tensor y = at::mm(weight, x.reshape({rows, in}).t()).t().view(shape);
-  return layer.bias.defined() ? y + layer.bias : y;
+  const int64_t rows = x.numel() / in;
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = out;
+  // Transposes and row views are written as one as_strided each: at::linear's t() and
+  // view() dispatch three operators apiece, and a decode step is counted in operators.
+  if (x.device().is_cpu() && rows >= 2 && rows <= kStreamedRows &&
+      weight.numel() >= kStreamedWeights) {
+    // (W x^T)^T: x^T [in, rows] and the [out, rows] product read back as [..., out].
+    const at::Tensor product = at::mm(weight, x.as_strided({in, rows}, {1, in}));
+    std::vector<int64_t> strides(shape.size());
+    strides.back() = rows;
+    int64_t stride = 1;
+    for (size_t i = shape.size() - 1; i-- > 0;) {
+      strides[i] = stride;
+      stride *= shape[i];
+    }
+    // Written out row-major, as the next operators (and SDPA's fused kernels) want it.
+    at::Tensor y = at::empty(shape, x.options());
+    const at::Tensor rows_view = product.as_strided(shape, strides);
+    if (bias.defined()) {
+      at::add_out(y, rows_view, bias);
+    } else {
+      y.copy_(rows_view);
+    }
+    return y;
+  }
+  // What at::linear computes for contiguous input: one matrix of rows and the bias. On the
+  // CPU addmm itself copies the bias into the output before the product (the same values),
+  // in two more dispatched operators than adding it after; on a GPU it is one kernel.
+  const at::Tensor matrix = x.dim() == 2 ? x : x.view({rows, in});
+  const at::Tensor transposed = weight.as_strided({in, out}, {1, in});
+  at::Tensor y;
+  if (!bias.defined()) {
+    y = at::mm(matrix, transposed);
+  } else if (x.device().is_cpu()) {
+    y = at::mm(matrix, transposed).add_(bias);
+  } else {
+    y = at::addmm(bias, matrix, transposed);
+  }
+  return x.dim() == 2 ? y : y.view(shape);
+}
+
+at::Tensor linear(torch::nn::LinearImpl& layer, const at::Tensor& x) {
+  return linear(layer.weight, layer.bias, x);
+}
+
+FusedLinear::FusedLinear(std::vector<torch::nn::LinearImpl*> layers) : layers_(std::move(layers)) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> weights, biases;
+  for (torch::nn::LinearImpl* layer : layers_) {
+    weights.push_back(layer->weight);
+    if (layer->bias.defined()) biases.push_back(layer->bias);
+  }
+  if (!biases.empty() && biases.size() != layers_.size()) {
+    throw ShapeError(describe("FusedLinear", "biases", "all layers or none",
+                              std::to_string(biases.size()) + " of " +
+                                  std::to_string(layers_.size())));
+  }
+  weight_ = at::cat(weights);
+  if (!biases.empty()) bias_ = at::cat(biases);
+  int64_t row = 0;
+  for (torch::nn::LinearImpl* layer : layers_) {
+    const int64_t out = layer->weight.size(0);
+    layer->weight.set_data(weight_.narrow(0, row, out));
+    if (bias_.defined()) layer->bias.set_data(bias_.narrow(0, row, out));
+    row += out;
+  }
+}
+
+bool FusedLinear::intact() const {
+  if (layers_.empty()) return false;
+  int64_t row = 0;
+  for (torch::nn::LinearImpl* layer : layers_) {
+    const auto& w = layer->weight;
+    if (w.dim() != 2 || w.size(1) != weight_.size(1) || !w.is_contiguous() ||
+        w.data_ptr() != static_cast<const char*>(weight_.data_ptr()) +
+                            row * weight_.stride(0) * weight_.element_size()) {
+      return false;
+    }
+    if (bias_.defined() &&
+        layer->bias.data_ptr() !=
+            static_cast<const char*>(bias_.data_ptr()) + row * bias_.element_size()) {
+      return false;
+    }
+    row += w.size(0);
+  }
+  return true;
+}
+
+at::Tensor layer_norm(torch::nn::LayerNormImpl& layer, const at::Tensor& x) {
+  const auto& o = layer.options;
+  if (at::GradMode::is_enabled() || !o.elementwise_affine()) return layer.forward(x);
+  return std::get<0>(at::native_layer_norm(x, o.normalized_shape(), layer.weight, layer.bias,
+                                           o.eps()));
+}
+
+at::Tensor window(const at::Tensor& x, int64_t dim, int64_t start, int64_t length) {
+  if (dim < 0) dim += x.dim();
+  if (dim < 0 || dim >= x.dim() || start < 0 || length < 0 || start + length > x.size(dim)) {
+    throw ShapeError(describe(
+        "window", "range of dimension " + std::to_string(dim), "within " + c10::str(x.sizes()),
+        "[" + std::to_string(start) + ", " + std::to_string(start + length) + ")"));
+  }
+  std::vector<int64_t> sizes(x.sizes().begin(), x.sizes().end());
+  sizes[dim] = length;
+  return x.as_strided(sizes, x.strides(), x.storage_offset() + start * x.stride(dim));
 }
 
 }  // namespace vilau

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "vilau/core/error.h"
+#include "vilau/core/linear.h"
 #include "vilau/infer/batching.h"
 #include "vilau/tokenizer/conversation.h"
 #include "vilau/tokenizer/tokenizer.h"
@@ -51,10 +52,10 @@ at::Tensor combine_cfg(const at::Tensor& logits, double scale, CfgLayout layout,
   }
   const int64_t n = logits.size(0) / 2;
   const at::Tensor cond =
-      layout == CfgLayout::halves ? logits.narrow(0, 0, n) : logits.slice(0, 0, 2 * n, 2);
+      layout == CfgLayout::halves ? window(logits, 0, 0, n) : logits.slice(0, 0, 2 * n, 2);
   if (scale == 1.0) return cond;  // exactly the conditional logits, no rounding
   const at::Tensor uncond =
-      layout == CfgLayout::halves ? logits.narrow(0, n, n) : logits.slice(0, 1, 2 * n, 2);
+      layout == CfgLayout::halves ? window(logits, 0, n, n) : logits.slice(0, 1, 2 * n, 2);
   const auto fp32 = [](const at::Tensor& x) {
     return x.scalar_type() == at::kFloat ? x : x.to(at::kFloat);
   };
@@ -117,6 +118,8 @@ ImageSession::ImageSession(VilaUImpl& model, const std::vector<std::vector<int64
   times_.llm_tokens += in.attention_mask.numel();
   times_.prefill += seconds_since(start, device, options_.profile);
 
+  // One product for each block's query, key and value from here on (D of them a position).
+  if (options_.depth_cache) model_.depth_transformer->fuse_projections();
   const auto longs = weight.options().dtype(at::kLong);
   const int64_t depth = model_.depth_transformer->depth();
   codes_ = at::empty({n_, positions_, depth}, longs);

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "vilau/core/error.h"
+#include "vilau/core/linear.h"
 
 namespace vilau {
 
@@ -47,18 +48,20 @@ Candidates candidates(const at::Tensor& logits, const SamplerConfig& config) {
   at::Tensor values = scores;
   if (config.top_k > 0 && config.top_k < vocab) {
     std::tie(values, out.ids) = scores.topk(std::min(vocab, config.top_k + kTopKTieSlack));
-    const at::Tensor kth = values.narrow(-1, config.top_k - 1, 1);
-    values = values.masked_fill(values.lt(kth), -inf);
+    // topk's values are a tensor of their own: masked in place.
+    values.masked_fill_(values.lt(window(values, -1, config.top_k - 1, 1)), -inf);
   } else if (config.top_p < 1.0) {
     std::tie(values, out.ids) = scores.sort(-1, /*descending=*/true);
   }
   out.probs = values.softmax(-1);
   if (config.top_p < 1.0) {
     // A token goes when the mass before it already reaches p; the first always stays.
+    // Candidate i + 1 reads the mass up to i: the softmax's fresh output, masked in place.
     const int64_t c = out.probs.size(-1);
-    const at::Tensor before =
-        at::constant_pad_nd(out.probs.cumsum(-1).narrow(-1, 0, c - 1), {1, 0}, 0.0);
-    out.probs = out.probs.masked_fill(before.ge(config.top_p), 0.0);
+    if (c > 1) {
+      const at::Tensor reached = window(out.probs.cumsum(-1), -1, 0, c - 1).ge(config.top_p);
+      window(out.probs, -1, 1, c - 1).masked_fill_(reached, 0.0);
+    }
   }
   return out;
 }
@@ -79,7 +82,7 @@ at::Tensor sample_with_uniforms(const at::Tensor& logits, const SamplerConfig& c
   const int64_t last = cdf.size(-1) - 1;
   // u < 1 is shrunk by 2^-23 first, so that u * total stays below the total after rounding:
   // the first candidate whose cumulative mass exceeds it then always has mass of its own.
-  const at::Tensor target = (uniforms * (1.0 - 0x1p-23)) * cdf.narrow(-1, last, 1);
+  const at::Tensor target = (uniforms * (1.0 - 0x1p-23)) * window(cdf, -1, last, 1);
   const at::Tensor pick = at::searchsorted(cdf, target, false, /*right=*/true);
   return (c.ids.defined() ? c.ids.gather(-1, pick) : pick).squeeze(-1);
 }

@@ -15,13 +15,18 @@ namespace {
 
 namespace F = torch::nn::functional;
 
-// [N, T, E] -> [N, heads, T, E / heads]; for one position a view of the same memory.
+// [N, T, E] (or [N, E], one position) -> [N, heads, T, E / heads]; for one position a
+// view of the same memory.
 at::Tensor split_heads(const at::Tensor& x, int64_t heads) {
-  if (x.size(1) == 1) return x.view({x.size(0), heads, 1, x.size(2) / heads});
+  if (x.dim() == 2 || x.size(1) == 1) {
+    return x.view({x.size(0), heads, 1, x.size(-1) / heads});
+  }
   return x.view({x.size(0), x.size(1), heads, x.size(2) / heads}).transpose(1, 2);
 }
 
-at::Tensor merge_heads(const at::Tensor& x) {
+// The inverse, to [N, T, E], or [N, E] when `rows` (the input was one position a row).
+at::Tensor merge_heads(const at::Tensor& x, bool rows) {
+  if (rows) return x.reshape({x.size(0), x.size(1) * x.size(3)});
   if (x.size(2) == 1) return x.reshape({x.size(0), 1, x.size(1) * x.size(3)});
   return x.transpose(1, 2).reshape({x.size(0), x.size(2), x.size(1) * x.size(3)});
 }
@@ -44,17 +49,34 @@ DepthSelfAttentionImpl::DepthSelfAttentionImpl(int64_t embed_dim, int64_t num_he
   proj = register_module("proj", torch::nn::Linear(embed_dim, embed_dim));
 }
 
+void DepthSelfAttentionImpl::fuse_projections() {
+  if (!qkv_.intact()) qkv_ = FusedLinear({query.get(), key.get(), value.get()});
+}
+
 at::Tensor DepthSelfAttentionImpl::forward(const at::Tensor& x, const at::Tensor& keys,
                                            const at::Tensor& values, int64_t cached) {
-  const at::Tensor q = split_heads(linear(*query, x), num_heads_);
-  at::Tensor k = split_heads(linear(*key, x), num_heads_);
-  at::Tensor v = split_heads(linear(*value, x), num_heads_);
-  const int64_t length = x.size(1);
+  const bool rows = x.dim() == 2;
+  const int64_t length = rows ? 1 : x.size(1);
+  at::Tensor q, k, v;
+  if (!is_training() && !at::GradMode::is_enabled() && qkv_.intact()) {
+    // [N, T, 3E] read as three [N, heads, T, E / heads] views, one operator each.
+    const at::Tensor qkv = qkv_.forward(x);
+    const int64_t e = x.size(-1), n = x.size(0), head_dim = e / num_heads_;
+    const auto part = [&](int64_t i) {
+      return qkv.as_strided({n, num_heads_, length, head_dim},
+                            {length * 3 * e, head_dim, 3 * e, 1}, i * e);
+    };
+    q = part(0), k = part(1), v = part(2);
+  } else {
+    q = split_heads(linear(*query, x), num_heads_);
+    k = split_heads(linear(*key, x), num_heads_);
+    v = split_heads(linear(*value, x), num_heads_);
+  }
   if (keys.defined()) {
-    keys.narrow(2, cached, length).copy_(k);
-    values.narrow(2, cached, length).copy_(v);
-    k = keys.narrow(2, 0, cached + length);
-    v = values.narrow(2, 0, cached + length);
+    window(keys, 2, cached, length).copy_(k);
+    window(values, 2, cached, length).copy_(v);
+    k = window(keys, 2, 0, cached + length);
+    v = window(values, 2, 0, cached + length);
   }
   // The official code scales the keys before the product; SDPA scales the product, which
   // differs by rounding only. A single new position sees every cached one: no mask.
@@ -68,7 +90,7 @@ at::Tensor DepthSelfAttentionImpl::forward(const at::Tensor& x, const at::Tensor
         torch::ones({length, cached + length}, x.options().dtype(at::kBool)).tril(cached);
     y = at::scaled_dot_product_attention(q, k, v, visible, p);
   }
-  y = linear(*proj, merge_heads(y));
+  y = linear(*proj, merge_heads(y, rows));
   return is_training() ? F::dropout(y, F::DropoutFuncOptions().p(resid_dropout_).training(true))
                        : y;
 }
@@ -87,10 +109,16 @@ DepthBlockImpl::DepthBlockImpl(int64_t embed_dim, int64_t num_heads, double attn
 
 at::Tensor DepthBlockImpl::forward(const at::Tensor& x, const at::Tensor& keys,
                                    const at::Tensor& values, int64_t cached) {
-  const at::Tensor h = x + attn(ln1(x), keys, values, cached);
-  at::Tensor m = linear(mlp->at<torch::nn::LinearImpl>(0), ln2(h));
+  const at::Tensor h = x + attn(layer_norm(*ln1, x), keys, values, cached);
+  at::Tensor m = linear(mlp->at<torch::nn::LinearImpl>(0), layer_norm(*ln2, h));
   m = linear(mlp->at<torch::nn::LinearImpl>(2), mlp->at<torch::nn::GELUImpl>(1).forward(m));
   return h + (is_training() ? mlp->at<torch::nn::DropoutImpl>(3).forward(m) : m);
+}
+
+void DepthTransformerImpl::fuse_projections() {
+  for (const auto& block : *head_transformer->blocks) {
+    block->as<DepthBlockImpl>()->attn->fuse_projections();
+  }
 }
 
 DepthStackImpl::DepthStackImpl(const DepthTransformerConfig& config) {
@@ -130,7 +158,7 @@ DepthTransformerImpl::DepthTransformerImpl(const DepthTransformerConfig& config,
 
 at::Tensor DepthTransformerImpl::classify(const at::Tensor& x) {
   return linear(classifier_mlp->at<torch::nn::LinearImpl>(1),
-                classifier_mlp->at<torch::nn::LayerNormImpl>(0).forward(x));
+                layer_norm(classifier_mlp->at<torch::nn::LayerNormImpl>(0), x));
 }
 
 at::Tensor DepthTransformerImpl::forward(const at::Tensor& llm_hidden,
@@ -173,8 +201,8 @@ at::Tensor DepthTransformerImpl::step(const at::Tensor& x, DepthKvCache& cache) 
                               first ? "LLM hidden state (depth 0)" : "code prefix sum",
                               io::shape_text({rows, width}), io::shape_text(x.sizes().vec())));
   }
-  at::Tensor h =
-      linear(first ? *in_mlp_2 : *in_mlp_1, x).unsqueeze(1) + pos_emb_d.slice(1, d, d + 1);
+  // One position a row, [N, E] through the blocks.
+  at::Tensor h = linear(first ? *in_mlp_2 : *in_mlp_1, x) + pos_emb_d.select(1, d);
   const auto& blocks = *head_transformer->blocks;
   const int64_t heads = config_.num_heads, head_dim = config_.embed_dim / config_.num_heads;
   const bool fresh = cache.keys_.size() != blocks.size() || cache.keys_.front().size(0) != rows ||
@@ -192,7 +220,7 @@ at::Tensor DepthTransformerImpl::step(const at::Tensor& x, DepthKvCache& cache) 
     h = blocks[i]->as<DepthBlockImpl>()->forward(h, cache.keys_[i], cache.values_[i], d);
   }
   cache.depth_ = d + 1;
-  return classify(h.squeeze(1));
+  return classify(h);
 }
 
 }  // namespace vilau

@@ -20,10 +20,16 @@ torch::nn::Linear linear(int64_t in, int64_t out) {
 
 // HF's x * cos + rotate_half(x) * sin, where rotate_half(x) = cat(-x2, x1) over the two
 // halves of the head dimension. With sin's first half negated in advance, rotate_half(x) *
-// sin is roll(x) * sin: one operator instead of four, and bit for bit the same, since
-// (-a) * b == a * (-b) exactly.
+// sin is swap(x) * sin, and bit for bit the same, since (-a) * b == a * (-b) exactly. The
+// halves swap as a flip of x viewed [..., 2, half]: one kernel, where roll is a cat of
+// two slices.
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& signed_sin) {
-  return x * cos + x.roll(x.size(-1) / 2, -1) * signed_sin;
+  std::vector<int64_t> halves(x.sizes().begin(), x.sizes().end());
+  halves.back() = x.size(-1) / 2;
+  halves.insert(halves.end() - 1, 2);
+  // Splitting the last dimension, which is contiguous, is always a view.
+  const at::Tensor swapped = x.view(halves).flip(-2).view(x.sizes());
+  return x * cos + swapped * signed_sin;
 }
 
 // cos and signed sin (see apply_rotary) [B, 1, T, head_dim] for position_ids [B, T]. Linear
@@ -111,9 +117,9 @@ std::pair<at::Tensor, at::Tensor> KvCache::append(int64_t layer, const at::Tenso
   check_room(k.size(2));
   auto& keys = keys_.at(layer);
   auto& values = values_.at(layer);
-  keys.slice(2, length_, end).copy_(k);
-  values.slice(2, length_, end).copy_(v);
-  return {keys.slice(2, 0, end), values.slice(2, 0, end)};
+  window(keys, 2, length_, k.size(2)).copy_(k);
+  window(values, 2, length_, k.size(2)).copy_(v);
+  return {window(keys, 2, 0, end), window(values, 2, 0, end)};
 }
 
 void KvCache::advance(int64_t steps, const at::Tensor& attention_mask,
@@ -173,7 +179,15 @@ at::Tensor LlamaRmsNormImpl::forward(const at::Tensor& x) {
   // Casts only where the dtype changes: each is one operator more per norm and step.
   const bool fp32 = x.scalar_type() == at::kFloat;
   const at::Tensor h = fp32 ? x : x.to(at::kFloat);
-  const at::Tensor normed = h * at::rsqrt(h.pow(2).mean(-1, true) + eps_);
+  // mean() is sum() then div_() (one operator in ATen, nine dispatched), and pow(2) is
+  // h * h; written out, the values are the same bit for bit.
+  if (!width_.defined() || width_.device() != h.device()) {
+    const auto opts = h.options().dtype(at::kFloat);
+    width_ = at::scalar_tensor(static_cast<double>(weight.size(0)), opts);
+    eps_tensor_ = at::scalar_tensor(eps_, opts);
+  }
+  const at::Tensor variance = (h * h).sum(-1, true).div_(width_);
+  const at::Tensor normed = h * variance.add_(eps_tensor_).rsqrt_();
   return weight * (fp32 ? normed : normed.to(x.scalar_type()));
 }
 

@@ -1,19 +1,51 @@
 #pragma once
-// The product of a torch::nn::Linear as decode steps need it. A step multiplies a few rows
-// (one token or image position per row, two with CFG) by large weights, so it is bound by
-// reading them. On the CPU, BLAS computes x W^T for two or more rows through a path that
-// repacks W at every call, about twice as slow as streaming it, which (W x^T)^T does; the
-// values are the same up to rounding (docs/performance.md has the measurement).
+// Linear products as decode steps need them, and the views they take. A step multiplies a
+// few rows (one token or image position per row, two with CFG) by large weights, so it is
+// bound by reading them. On the CPU, BLAS computes x W^T for two or more rows through a
+// path that repacks W at every call, about twice as slow as streaming it, which (W x^T)^T
+// does; the values are the same up to rounding (docs/performance.md has the measurement).
 #include <ATen/core/Tensor.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+
+#include <vector>
 
 namespace vilau {
 
-// layer(x). Without autograd: through (W x^T)^T for 2 to kStreamedRows rows on the CPU when
-// W has at least kStreamedWeights elements, otherwise with the rows as one matrix.
+// x W^T + b. Without autograd, for contiguous x: through (W x^T)^T for 2 to kStreamedRows
+// rows on the CPU when W has at least kStreamedWeights elements, otherwise as at::linear
+// computes it (the same products), in fewer dispatched operators.
+at::Tensor linear(const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& x);
 at::Tensor linear(torch::nn::LinearImpl& layer, const at::Tensor& x);
 
 constexpr int64_t kStreamedRows = 16;
 constexpr int64_t kStreamedWeights = 1 << 20;
+
+// Several projections of one input as one product. The layers' weights (and biases)
+// become consecutive rows of one tensor they share, so the state dict, loading in place
+// and training still see the separate parameters. Replacing a parameter's storage
+// (module.to(), set_data, a sharded layout) ends the sharing: intact() is then false and
+// callers go back to the layers one by one.
+class FusedLinear {
+ public:
+  FusedLinear() = default;
+  explicit FusedLinear(std::vector<torch::nn::LinearImpl*> layers);
+
+  bool intact() const;
+  // [..., sum of the layers' outputs], in the order given.
+  at::Tensor forward(const at::Tensor& x) const { return linear(weight_, bias_, x); }
+
+ private:
+  std::vector<torch::nn::LinearImpl*> layers_;
+  at::Tensor weight_, bias_;
+};
+
+// layer(x), without autograd in one operator fewer (native_layer_norm, which layer_norm
+// calls).
+at::Tensor layer_norm(torch::nn::LayerNormImpl& layer, const at::Tensor& x);
+
+// x.narrow(dim, start, length) as one dispatched operator (narrow is three: narrow, slice,
+// as_strided), for the cache windows a decode step takes at every layer.
+at::Tensor window(const at::Tensor& x, int64_t dim, int64_t start, int64_t length);
 
 }  // namespace vilau

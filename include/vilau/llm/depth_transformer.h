@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "vilau/core/linear.h"
 #include "vilau/core/recompute.h"
 #include "vilau/llm/config.h"
 
@@ -41,14 +42,19 @@ class DepthSelfAttentionImpl : public torch::nn::Module {
  public:
   DepthSelfAttentionImpl(int64_t embed_dim, int64_t num_heads, double attn_dropout,
                          double resid_dropout);
-  // x [N, T, E], causal over T. With buffers keys/values [N, heads, D, head_dim], the T new
-  // positions are written after the `cached` ones and attend to those too.
+  // x [N, T, E], causal over T, or [N, E] for one position a row (a decode step). With
+  // buffers keys/values [N, heads, D, head_dim], the T new positions are written after the
+  // `cached` ones and attend to those too.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& keys = {},
                      const at::Tensor& values = {}, int64_t cached = 0);
+
+  // Query, key and value as one product from now on (FusedLinear), for inference.
+  void fuse_projections();
 
   torch::nn::Linear key{nullptr}, query{nullptr}, value{nullptr}, proj{nullptr};
 
  private:
+  FusedLinear qkv_;
   int64_t num_heads_;
   double attn_dropout_, resid_dropout_;
 };
@@ -95,6 +101,8 @@ class DepthTransformerImpl : public torch::nn::Module {
   // embeddings of the codes chosen for depths 0..d-1 [N, C]. Equals forward()'s logits at
   // depth d, but each call costs one position.
   at::Tensor step(const at::Tensor& x, DepthKvCache& cache);
+  // Every block's query, key and value as one product (DepthSelfAttention), for inference.
+  void fuse_projections();
 
   int64_t depth() const { return depth_; }
   int64_t code_dim() const { return code_dim_; }

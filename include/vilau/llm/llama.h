@@ -81,6 +81,9 @@ class LlamaRmsNormImpl : public torch::nn::Module {
 
  private:
   double eps_;
+  // The width and eps as 0-dim tensors of the input's dtype and device, made on first use:
+  // a Scalar operand is wrapped and cast at every call, four dispatched operators each.
+  at::Tensor width_, eps_tensor_;
 };
 TORCH_MODULE(LlamaRmsNorm);
 
