@@ -70,9 +70,9 @@ FusedLinear::FusedLinear(std::vector<torch::nn::LinearImpl*> layers) : layers_(s
     if (layer->bias.defined()) biases.push_back(layer->bias);
   }
   if (!biases.empty() && biases.size() != layers_.size()) {
-    throw ShapeError(describe("FusedLinear", "biases", "all layers or none",
-                              std::to_string(biases.size()) + " of " +
-                                  std::to_string(layers_.size())));
+    throw ShapeError(
+        describe("FusedLinear", "biases", "all layers or none",
+                 std::to_string(biases.size()) + " of " + std::to_string(layers_.size())));
   }
   weight_ = at::cat(weights);
   if (!biases.empty()) bias_ = at::cat(biases);
@@ -95,9 +95,8 @@ bool FusedLinear::intact() const {
                             row * weight_.stride(0) * weight_.element_size()) {
       return false;
     }
-    if (bias_.defined() &&
-        layer->bias.data_ptr() !=
-            static_cast<const char*>(bias_.data_ptr()) + row * bias_.element_size()) {
+    if (bias_.defined() && layer->bias.data_ptr() != static_cast<const char*>(bias_.data_ptr()) +
+                                                         row * bias_.element_size()) {
       return false;
     }
     row += w.size(0);
@@ -108,8 +107,8 @@ bool FusedLinear::intact() const {
 at::Tensor layer_norm(torch::nn::LayerNormImpl& layer, const at::Tensor& x) {
   const auto& o = layer.options;
   if (at::GradMode::is_enabled() || !o.elementwise_affine()) return layer.forward(x);
-  return std::get<0>(at::native_layer_norm(x, o.normalized_shape(), layer.weight, layer.bias,
-                                           o.eps()));
+  return std::get<0>(
+      at::native_layer_norm(x, o.normalized_shape(), layer.weight, layer.bias, o.eps()));
 }
 
 at::Tensor window(const at::Tensor& x, int64_t dim, int64_t start, int64_t length) {

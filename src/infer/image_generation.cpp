@@ -195,7 +195,7 @@ void ImageSession::sample_position() {
 }
 
 void ImageSession::advance_llm() {
-  at::Tensor x = model_.embed_code_sum(code_sum_.unsqueeze(1));
+  at::Tensor x = model_.embed_code_sum(code_sum_);
   if (x.scalar_type() != hidden_.scalar_type()) x = x.to(hidden_.scalar_type());
   hidden_.copy_(llm_->step(x));
 }

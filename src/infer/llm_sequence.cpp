@@ -10,6 +10,7 @@ LlmSequence::LlmSequence(LlamaForCausalLMImpl& llm, const ExpandedInputs& in, in
   const at::Tensor weight = llm_.model->embed_tokens->weight;
   at::Tensor hidden;
   if (kv_cache) {
+    llm_.fuse_projections();  // one product for query/key/value and for gate/up a step
     cache_ = std::make_unique<KvCache>(llm_.config(), in.inputs_embeds.size(0),
                                        in.inputs_embeds.size(1) + steps, weight.scalar_type(),
                                        weight.device());
@@ -25,10 +26,10 @@ LlmSequence::LlmSequence(LlamaForCausalLMImpl& llm, const ExpandedInputs& in, in
 }
 
 at::Tensor LlmSequence::step(const at::Tensor& x) {
-  if (cache_) return llm_.decode(x, *cache_).select(1, 0);
+  if (cache_) return llm_.decode(x, *cache_);
   const at::Tensor position = position_ids_.select(1, -1).unsqueeze(1) + 1;
   mask_ = at::cat({mask_, at::ones({mask_.size(0), 1}, mask_.options())}, 1);
-  embeds_ = at::cat({embeds_, x}, 1);
+  embeds_ = at::cat({embeds_, x.unsqueeze(1)}, 1);
   position_ids_ = at::cat({position_ids_, position}, 1);
   return llm_.hidden_states(embeds_, position_ids_, mask_).select(1, -1);
 }

@@ -101,8 +101,7 @@ void TokenDecoder::step() {
 
 void TokenDecoder::next() {
   LlamaForCausalLMImpl& llm = *model_.llm;
-  tokens_.copy_(
-      sample_tokens(llm.logits(llm_->step(llm.embed(tokens_.unsqueeze(1)))), sampler_, generator_));
+  tokens_.copy_(sample_tokens(llm.logits(llm_->step(llm.embed(tokens_))), sampler_, generator_));
 }
 
 TextGenerator::TextGenerator(VilaU model, const Tokenizer& tokenizer)

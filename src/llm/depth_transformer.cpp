@@ -26,9 +26,15 @@ at::Tensor split_heads(const at::Tensor& x, int64_t heads) {
 
 // The inverse, to [N, T, E], or [N, E] when `rows` (the input was one position a row).
 at::Tensor merge_heads(const at::Tensor& x, bool rows) {
-  if (rows) return x.reshape({x.size(0), x.size(1) * x.size(3)});
-  if (x.size(2) == 1) return x.reshape({x.size(0), 1, x.size(1) * x.size(3)});
-  return x.transpose(1, 2).reshape({x.size(0), x.size(2), x.size(1) * x.size(3)});
+  const int64_t width = x.size(1) * x.size(3);
+  if (x.size(2) == 1) {
+    // One position whose heads lie side by side (as SDPA writes them): a view, one
+    // operator where reshape dispatches two.
+    const bool side_by_side = x.stride(3) == 1 && x.stride(1) == x.size(3);
+    if (rows) return side_by_side ? x.view({x.size(0), width}) : x.reshape({x.size(0), width});
+    return side_by_side ? x.view({x.size(0), 1, width}) : x.reshape({x.size(0), 1, width});
+  }
+  return x.transpose(1, 2).reshape({x.size(0), x.size(2), width});
 }
 
 void check_last_dim(const at::Tensor& x, int64_t expected, const char* what) {
@@ -53,30 +59,40 @@ void DepthSelfAttentionImpl::fuse_projections() {
   if (!qkv_.intact()) qkv_ = FusedLinear({query.get(), key.get(), value.get()});
 }
 
-at::Tensor DepthSelfAttentionImpl::forward(const at::Tensor& x, const at::Tensor& keys,
-                                           const at::Tensor& values, int64_t cached) {
+at::Tensor DepthSelfAttentionImpl::forward(const at::Tensor& x, const at::Tensor& kv,
+                                           int64_t cached) {
   const bool rows = x.dim() == 2;
   const int64_t length = rows ? 1 : x.size(1);
-  at::Tensor q, k, v;
+  const int64_t e = x.size(-1), n = x.size(0), head_dim = e / num_heads_;
+  // [..., T, heads, head_dim] of `of` as [N, heads, T, head_dim] (one operator each).
+  const auto heads = [&](const at::Tensor& of, int64_t offset) {
+    return of.as_strided({n, num_heads_, length, head_dim}, {length * 3 * e, head_dim, 3 * e, 1},
+                         of.storage_offset() + offset);
+  };
+  at::Tensor q, k, v, qkv;
   if (!is_training() && !at::GradMode::is_enabled() && qkv_.intact()) {
-    // [N, T, 3E] read as three [N, heads, T, E / heads] views, one operator each.
-    const at::Tensor qkv = qkv_.forward(x);
-    const int64_t e = x.size(-1), n = x.size(0), head_dim = e / num_heads_;
-    const auto part = [&](int64_t i) {
-      return qkv.as_strided({n, num_heads_, length, head_dim},
-                            {length * 3 * e, head_dim, 3 * e, 1}, i * e);
-    };
-    q = part(0), k = part(1), v = part(2);
+    qkv = qkv_.forward(x);  // [N, T, 3E]: query, key, value
+    q = heads(qkv, 0), k = heads(qkv, e), v = heads(qkv, 2 * e);
   } else {
     q = split_heads(linear(*query, x), num_heads_);
     k = split_heads(linear(*key, x), num_heads_);
     v = split_heads(linear(*value, x), num_heads_);
   }
-  if (keys.defined()) {
-    window(keys, 2, cached, length).copy_(k);
-    window(values, 2, cached, length).copy_(v);
-    k = window(keys, 2, 0, cached + length);
-    v = window(values, 2, 0, cached + length);
+  if (kv.defined()) {
+    const at::Tensor slot = window(kv, 3, cached, length);  // [2, N, heads, T, head_dim]
+    if (qkv.defined()) {
+      // Keys then values, side by side in the product: one copy for both.
+      slot.copy_(qkv.as_strided({2, n, num_heads_, length, head_dim},
+                                {e, length * 3 * e, head_dim, 3 * e, 1}, qkv.storage_offset() + e));
+    } else {
+      slot.select(0, 0).copy_(k);
+      slot.select(0, 1).copy_(v);
+    }
+    const auto seen = [&](int64_t i) {
+      return kv.as_strided({n, num_heads_, cached + length, head_dim}, kv.strides().slice(1),
+                           kv.storage_offset() + i * kv.stride(0));
+    };
+    k = seen(0), v = seen(1);
   }
   // The official code scales the keys before the product; SDPA scales the product, which
   // differs by rounding only. A single new position sees every cached one: no mask.
@@ -107,9 +123,8 @@ DepthBlockImpl::DepthBlockImpl(int64_t embed_dim, int64_t num_heads, double attn
                                    torch::nn::Dropout(resid_dropout)));
 }
 
-at::Tensor DepthBlockImpl::forward(const at::Tensor& x, const at::Tensor& keys,
-                                   const at::Tensor& values, int64_t cached) {
-  const at::Tensor h = x + attn(layer_norm(*ln1, x), keys, values, cached);
+at::Tensor DepthBlockImpl::forward(const at::Tensor& x, const at::Tensor& kv, int64_t cached) {
+  const at::Tensor h = x + attn(layer_norm(*ln1, x), kv, cached);
   at::Tensor m = linear(mlp->at<torch::nn::LinearImpl>(0), layer_norm(*ln2, h));
   m = linear(mlp->at<torch::nn::LinearImpl>(2), mlp->at<torch::nn::GELUImpl>(1).forward(m));
   return h + (is_training() ? mlp->at<torch::nn::DropoutImpl>(3).forward(m) : m);
@@ -194,7 +209,7 @@ at::Tensor DepthTransformerImpl::step(const at::Tensor& x, DepthKvCache& cache) 
                               "below " + std::to_string(depth_), std::to_string(d)));
   }
   const bool first = d == 0;
-  const int64_t rows = first ? x.size(0) : cache.keys_.front().size(0);
+  const int64_t rows = first ? x.size(0) : cache.kv_.front().size(1);
   const int64_t width = first ? llm_hidden_ : code_dim_;
   if (x.dim() != 2 || x.size(0) != rows || x.size(1) != width) {
     throw ShapeError(describe("depth transformer",
@@ -205,19 +220,17 @@ at::Tensor DepthTransformerImpl::step(const at::Tensor& x, DepthKvCache& cache) 
   at::Tensor h = linear(first ? *in_mlp_2 : *in_mlp_1, x) + pos_emb_d.select(1, d);
   const auto& blocks = *head_transformer->blocks;
   const int64_t heads = config_.num_heads, head_dim = config_.embed_dim / config_.num_heads;
-  const bool fresh = cache.keys_.size() != blocks.size() || cache.keys_.front().size(0) != rows ||
-                     cache.keys_.front().dtype() != h.dtype() ||
-                     cache.keys_.front().device() != h.device();
+  const bool fresh = cache.kv_.size() != blocks.size() || cache.kv_.front().size(1) != rows ||
+                     cache.kv_.front().dtype() != h.dtype() ||
+                     cache.kv_.front().device() != h.device();
   if (first && fresh) {
-    cache.keys_.clear();
-    cache.values_.clear();
+    cache.kv_.clear();
     for (size_t i = 0; i < blocks.size(); ++i) {
-      cache.keys_.push_back(at::empty({rows, heads, depth_, head_dim}, h.options()));
-      cache.values_.push_back(at::empty({rows, heads, depth_, head_dim}, h.options()));
+      cache.kv_.push_back(at::empty({2, rows, heads, depth_, head_dim}, h.options()));
     }
   }
   for (size_t i = 0; i < blocks.size(); ++i) {
-    h = blocks[i]->as<DepthBlockImpl>()->forward(h, cache.keys_[i], cache.values_[i], d);
+    h = blocks[i]->as<DepthBlockImpl>()->forward(h, cache.kv_[i], d);
   }
   cache.depth_ = d + 1;
   return classify(h);

@@ -202,17 +202,37 @@ LlamaAttentionImpl::LlamaAttentionImpl(const LlmConfig& config)
   o_proj = register_module("o_proj", linear(num_heads_ * head_dim_, h));
 }
 
+void LlamaAttentionImpl::fuse_projections() {
+  if (!qkv_.intact()) qkv_ = FusedLinear({q_proj.get(), k_proj.get(), v_proj.get()});
+}
+
 at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos,
                                        const at::Tensor& sin, const at::Tensor& allowed,
                                        KvCache* cache, int64_t layer) {
-  const int64_t b = x.size(0), t = x.size(1);
+  // x [B, T, H], or [B, H] for one position a row (a decode step).
+  const bool rows = x.dim() == 2;
+  const int64_t b = x.size(0), t = rows ? 1 : x.size(1);
   // [B, T, n * d] -> [B, n, T, d]; for one position that is a view of the same memory.
   const auto heads = [&](const at::Tensor& y, int64_t n) {
     return t == 1 ? y.view({b, n, 1, head_dim_}) : y.view({b, t, n, head_dim_}).transpose(1, 2);
   };
-  at::Tensor q = heads(linear(*q_proj, x), num_heads_);
-  at::Tensor k = heads(linear(*k_proj, x), num_kv_heads_);
-  at::Tensor v = heads(linear(*v_proj, x), num_kv_heads_);
+  at::Tensor q, k, v;
+  if (!is_training() && !at::GradMode::is_enabled() && qkv_.intact()) {
+    // [B, T, (n + 2 kv) d] read as the three head layouts, one operator each.
+    const at::Tensor qkv = qkv_.forward(x);
+    const int64_t width = qkv.size(-1);
+    const auto part = [&](int64_t n, int64_t first_head) {
+      return qkv.as_strided({b, n, t, head_dim_}, {t * width, head_dim_, width, 1},
+                            qkv.storage_offset() + first_head * head_dim_);
+    };
+    q = part(num_heads_, 0);
+    k = part(num_kv_heads_, num_heads_);
+    v = part(num_kv_heads_, num_heads_ + num_kv_heads_);
+  } else {
+    q = heads(linear(*q_proj, x), num_heads_);
+    k = heads(linear(*k_proj, x), num_kv_heads_);
+    v = heads(linear(*v_proj, x), num_kv_heads_);
+  }
   q = apply_rotary(q, cos, sin);
   k = apply_rotary(k, cos, sin);
   const bool decoding = cache != nullptr && cache->decoding();
@@ -226,8 +246,13 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
   const at::Tensor out = at::scaled_dot_product_attention(
       q, repeat_kv(k, groups), repeat_kv(v, groups),
       mask.defined() ? std::optional(mask) : std::nullopt, 0.0, /*is_causal=*/!mask.defined());
-  const at::Tensor merged = t == 1 ? out.reshape({b, 1, num_heads_ * head_dim_})
-                                   : out.transpose(1, 2).reshape({b, t, num_heads_ * head_dim_});
+  const int64_t width = num_heads_ * head_dim_;
+  // One position whose heads lie side by side (as SDPA writes them) merges as a view.
+  const bool side_by_side = t == 1 && out.stride(3) == 1 && out.stride(1) == head_dim_;
+  const at::Tensor merged = rows ? (side_by_side ? out.view({b, width}) : out.reshape({b, width}))
+                            : side_by_side ? out.view({b, 1, width})
+                            : t == 1       ? out.reshape({b, 1, width})
+                                           : out.transpose(1, 2).reshape({b, t, width});
   return linear(*o_proj, merged);
 }
 
@@ -237,7 +262,17 @@ LlamaMlpImpl::LlamaMlpImpl(int64_t hidden_size, int64_t intermediate_size) {
   down_proj = register_module("down_proj", linear(intermediate_size, hidden_size));
 }
 
+void LlamaMlpImpl::fuse_projections() {
+  if (!gate_up_.intact()) gate_up_ = FusedLinear({gate_proj.get(), up_proj.get()});
+}
+
 at::Tensor LlamaMlpImpl::forward(const at::Tensor& x) {
+  if (!is_training() && !at::GradMode::is_enabled() && gate_up_.intact()) {
+    const at::Tensor gate_up = gate_up_.forward(x);
+    const int64_t width = gate_up.size(-1) / 2;
+    return linear(*down_proj,
+                  at::silu(window(gate_up, -1, 0, width)) * window(gate_up, -1, width, width));
+  }
   return linear(*down_proj, at::silu(linear(*gate_proj, x)) * linear(*up_proj, x));
 }
 
@@ -332,21 +367,34 @@ at::Tensor LlamaForCausalLMImpl::hidden_states(const at::Tensor& inputs_embeds,
 }
 
 at::Tensor LlamaForCausalLMImpl::decode(const at::Tensor& inputs_embeds, KvCache& cache) {
-  if (inputs_embeds.dim() != 3 || inputs_embeds.size(0) != cache.batch() ||
-      inputs_embeds.size(1) != 1 || inputs_embeds.size(2) != config_.hidden_size) {
-    throw ShapeError(describe(
-        "LLaMA decode", "inputs_embeds",
-        "[" + std::to_string(cache.batch()) + ", 1, " + std::to_string(config_.hidden_size) + "]",
-        c10::str(inputs_embeds.sizes())));
+  const bool rows = inputs_embeds.dim() == 2;
+  if ((!rows && (inputs_embeds.dim() != 3 || inputs_embeds.size(1) != 1)) ||
+      inputs_embeds.size(0) != cache.batch() || inputs_embeds.size(-1) != config_.hidden_size) {
+    const std::string b = std::to_string(cache.batch()), h = std::to_string(config_.hidden_size);
+    throw ShapeError(describe("LLaMA decode", "inputs_embeds",
+                              "[" + b + ", 1, " + h + "] or [" + b + ", " + h + "]",
+                              c10::str(inputs_embeds.sizes())));
   }
   const auto [cos, sin] = cache.begin_step();
-  at::Tensor h = inputs_embeds;
+  // One position a row: [B, H] through the layers, without a view around every product.
+  at::Tensor h = rows                            ? inputs_embeds
+                 : inputs_embeds.is_contiguous() ? inputs_embeds.view({cache.batch(), -1})
+                                                 : inputs_embeds.reshape({cache.batch(), -1});
   for (size_t i = 0; i < model->layers->size(); ++i) {
     h = model->layers->at<LlamaDecoderLayerImpl>(i).forward(h, cos, sin, {}, &cache,
                                                             static_cast<int64_t>(i));
   }
   cache.end_step();
-  return model->norm(h);
+  h = model->norm(h);
+  return rows ? h : h.unsqueeze(1);
+}
+
+void LlamaForCausalLMImpl::fuse_projections() {
+  for (size_t i = 0; i < model->layers->size(); ++i) {
+    auto& layer = model->layers->at<LlamaDecoderLayerImpl>(i);
+    layer.self_attn->fuse_projections();
+    layer.mlp->fuse_projections();
+  }
 }
 
 at::Tensor LlamaForCausalLMImpl::logits(const at::Tensor& hidden) {

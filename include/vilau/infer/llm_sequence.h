@@ -20,7 +20,7 @@ class LlmSequence {
 
   // [B, H]: the final state at the prompts' last position.
   const at::Tensor& prefilled() const { return prefilled_; }
-  // x [B, 1, H], the next input of every row -> its final state [B, H].
+  // x [B, H], the next input of every row -> its final state [B, H].
   at::Tensor step(const at::Tensor& x);
   // See KvCache::count_replayed_step.
   void count_replayed_step() { cache_->count_replayed_step(); }

@@ -21,10 +21,10 @@
 
 namespace vilau {
 
-// Keys and values of the depths run so far, one pair per block, [N, heads, D, head_dim]
-// allocated at the first step and written in place, so that every image position runs on
-// the same buffers (a position's steps can be captured as a CUDA graph). Kept outside the
-// module so that one model can serve several generations at once.
+// Keys and values of the depths run so far, [2, N, heads, D, head_dim] per block (keys,
+// then values), allocated at the first step and written in place, so that every image position runs
+// on the same buffers (a position's steps can be captured as a CUDA graph). Kept outside the module
+// so that one model can serve several generations at once.
 class DepthKvCache {
  public:
   int64_t depth() const { return depth_; }  // how many depths have been run
@@ -32,7 +32,7 @@ class DepthKvCache {
 
  private:
   friend class DepthTransformerImpl;
-  std::vector<at::Tensor> keys_, values_;
+  std::vector<at::Tensor> kv_;
   int64_t depth_ = 0;
 };
 
@@ -42,11 +42,10 @@ class DepthSelfAttentionImpl : public torch::nn::Module {
  public:
   DepthSelfAttentionImpl(int64_t embed_dim, int64_t num_heads, double attn_dropout,
                          double resid_dropout);
-  // x [N, T, E], causal over T, or [N, E] for one position a row (a decode step). With
-  // buffers keys/values [N, heads, D, head_dim], the T new positions are written after the
-  // `cached` ones and attend to those too.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& keys = {},
-                     const at::Tensor& values = {}, int64_t cached = 0);
+  // x [N, T, E], causal over T, or [N, E] for one position a row (a decode step). With a
+  // buffer kv [2, N, heads, D, head_dim] (keys, values), the T new positions are written
+  // after the `cached` ones and attend to those too.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& kv = {}, int64_t cached = 0);
 
   // Query, key and value as one product from now on (FusedLinear), for inference.
   void fuse_projections();
@@ -64,8 +63,7 @@ TORCH_MODULE(DepthSelfAttention);
 class DepthBlockImpl : public torch::nn::Module {
  public:
   DepthBlockImpl(int64_t embed_dim, int64_t num_heads, double attn_dropout, double resid_dropout);
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& keys = {},
-                     const at::Tensor& values = {}, int64_t cached = 0);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& kv = {}, int64_t cached = 0);
 
   torch::nn::LayerNorm ln1{nullptr}, ln2{nullptr};
   DepthSelfAttention attn{nullptr};

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "vilau/core/linear.h"
 #include "vilau/core/recompute.h"
 #include "vilau/llm/config.h"
 
@@ -97,9 +98,13 @@ class LlamaAttentionImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                      const at::Tensor& allowed, KvCache* cache, int64_t layer);
 
+  // Query, key and value as one product from now on (FusedLinear), for inference.
+  void fuse_projections();
+
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
  private:
+  FusedLinear qkv_;
   int64_t num_heads_, num_kv_heads_, head_dim_;
 };
 TORCH_MODULE(LlamaAttention);
@@ -109,8 +114,13 @@ class LlamaMlpImpl : public torch::nn::Module {
  public:
   LlamaMlpImpl(int64_t hidden_size, int64_t intermediate_size);
   at::Tensor forward(const at::Tensor& x);
+  // Gate and up as one product from now on (FusedLinear), for inference.
+  void fuse_projections();
 
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+
+ private:
+  FusedLinear gate_up_;
 };
 TORCH_MODULE(LlamaMlp);
 
@@ -154,9 +164,13 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   at::Tensor hidden_states(const at::Tensor& inputs_embeds, const at::Tensor& position_ids,
                            const at::Tensor& attention_mask, KvCache* cache = nullptr,
                            bool causal = false);
-  // One position per row after a prefill into `cache`: inputs_embeds [B, 1, H] -> [B, 1, H].
+  // One position per row after a prefill into `cache`: inputs_embeds [B, 1, H] -> [B, 1, H],
+  // or [B, H] -> [B, H].
   // Fixed shapes, no host synchronisation, no allocation that depends on the position.
   at::Tensor decode(const at::Tensor& inputs_embeds, KvCache& cache);
+  // Every layer's query/key/value and gate/up as one product each, for inference (see
+  // FusedLinear: the parameters keep their names and values).
+  void fuse_projections();
   // [..., H] -> [..., vocab] with lm_head, or the embeddings when tied.
   at::Tensor logits(const at::Tensor& hidden);
   // Logits of a left-padded batch, positions from the mask, no cache.
