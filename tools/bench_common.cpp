@@ -3,9 +3,11 @@
 #include <torch/cuda.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <memory>
 
 #include "vilau/core/error.h"
@@ -67,18 +69,29 @@ double device_now(at::Device device) {
 }
 
 double memory_bandwidth(at::Device device) {
-  // Far larger than any cache, so the copy streams from memory.
-  const int64_t elements = device.is_cuda() ? (int64_t{1} << 29) : (int64_t{1} << 26);
-  const at::Tensor src = torch::ones({elements}, torch::dtype(torch::kBFloat16).device(device));
-  at::Tensor dst = torch::empty_like(src);
-  dst.copy_(src);
   double best = 1e30;
+  if (device.is_cuda()) {
+    // Far larger than any cache, so the copy streams from memory.
+    const at::Tensor src =
+        torch::ones({int64_t{1} << 29}, torch::dtype(torch::kBFloat16).device(device));
+    at::Tensor dst = torch::empty_like(src);
+    dst.copy_(src);
+    for (int i = 0; i < 5; ++i) {
+      const double start = device_now(device);
+      dst.copy_(src);
+      best = std::min(best, device_now(device) - start);
+    }
+    return 2.0 * static_cast<double>(src.nbytes()) / best;
+  }
+  // On the CPU a step reads its weights and writes next to nothing: a read stream (a sum,
+  // on every intra-op thread) over 1 GiB, 32 times the largest last-level caches here.
+  const at::Tensor src = torch::ones({int64_t{1} << 28}, torch::dtype(torch::kFloat));
   for (int i = 0; i < 5; ++i) {
     const double start = device_now(device);
-    dst.copy_(src);
+    const at::Tensor total = src.sum();
     best = std::min(best, device_now(device) - start);
   }
-  return 2.0 * static_cast<double>(src.nbytes()) / best;
+  return static_cast<double>(src.nbytes()) / best;
 }
 
 std::optional<double> bf16_peak_flops(at::Device device) {
@@ -130,19 +143,41 @@ namespace vilau::cli {
 
 nlohmann::json counts_per_step(const std::function<void(int64_t steps)>& run, int64_t fewer,
                                int64_t more, double steps_between) {
+  struct Counts {
+    std::array<double, 4> totals;
+    std::map<std::string, double> by_name;
+  };
   const auto counted = [&](int64_t steps) {
     OpTrace trace;
     run(steps);
     trace.stop();
-    return std::array<double, 4>{
-        static_cast<double>(trace.ops()), static_cast<double>(trace.top_level_ops()),
-        static_cast<double>(trace.host_syncs()), static_cast<double>(trace.kernels())};
+    Counts c{{static_cast<double>(trace.ops()), static_cast<double>(trace.top_level_ops()),
+              static_cast<double>(trace.host_syncs()), static_cast<double>(trace.kernels())},
+             {}};
+    for (const OpTrace::Call& call : trace.calls()) c.by_name[call.name] += 1;
+    return c;
   };
-  const auto a = counted(fewer), b = counted(more);
-  return {{"ops", (b[0] - a[0]) / steps_between},
-          {"top_level_ops", (b[1] - a[1]) / steps_between},
-          {"host_syncs", (b[2] - a[2]) / steps_between},
-          {"kernels", (b[3] - a[3]) / steps_between}};
+  const Counts a = counted(fewer), b = counted(more);
+  // The operators a step dispatches most, so that a count can be traced to its source.
+  std::vector<std::pair<double, std::string>> names;
+  for (const auto& [name, n] : b.by_name) {
+    const auto before = a.by_name.find(name);
+    const double per_step =
+        (n - (before == a.by_name.end() ? 0.0 : before->second)) / steps_between;
+    if (per_step > 0) names.emplace_back(per_step, name);
+  }
+  std::sort(names.rbegin(), names.rend());
+  nlohmann::json most = nlohmann::json::object();
+  for (size_t i = 0; i < std::min<size_t>(names.size(), 12); ++i) {
+    most[names[i].second] = names[i].first;
+  }
+  const auto& x = a.totals;
+  const auto& y = b.totals;
+  return {{"ops", (y[0] - x[0]) / steps_between},
+          {"top_level_ops", (y[1] - x[1]) / steps_between},
+          {"host_syncs", (y[2] - x[2]) / steps_between},
+          {"kernels", (y[3] - x[3]) / steps_between},
+          {"most_dispatched", most}};
 }
 
 bool is_static_step(const std::function<void()>& step, int64_t first, int64_t second) {

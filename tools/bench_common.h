@@ -27,8 +27,10 @@ void check_bench_model(const BenchModel& args, const std::string& command);
 // Seconds on a steady clock after waiting for the device's queued work.
 double device_now(at::Device device);
 
-// Sustained copy bandwidth of the device's memory in bytes/s (best of several large copies;
-// read plus write bytes), the denominator of the weight-streaming floor.
+// Sustained bandwidth of the device's memory in bytes/s, the denominator of the
+// weight-streaming floor: on a GPU the best of several large copies (read plus write
+// bytes), on the CPU the best of several reads of 1 GiB. A shared machine's bandwidth
+// drifts, so benchmarks measure it before and after their timed runs and keep the higher.
 double memory_bandwidth(at::Device device);
 
 // Dense bf16 peak in FLOP/s of the GPU `device` by its name (nvidia-smi), or nullopt when

@@ -72,7 +72,8 @@ at::Tensor DepthSelfAttentionImpl::forward(const at::Tensor& x, const at::Tensor
   at::Tensor q, k, v, qkv;
   if (!is_training() && !at::GradMode::is_enabled() && qkv_.intact()) {
     qkv = qkv_.forward(x);  // [N, T, 3E]: query, key, value
-    q = heads(qkv, 0), k = heads(qkv, e), v = heads(qkv, 2 * e);
+    q = heads(qkv, 0);
+    if (!kv.defined()) k = heads(qkv, e), v = heads(qkv, 2 * e);  // else read from the cache
   } else {
     q = split_heads(linear(*query, x), num_heads_);
     k = split_heads(linear(*key, x), num_heads_);
