@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "commands.h"
+#include "default_corpus.h"
 #include "vilau/data/loader.h"
 #include "vilau/io/image.h"
 #include "vilau/tokenizer/tokenizer.h"
@@ -63,7 +64,7 @@ void bench_data(const BenchDataOptions& options) {
   std::string tokenizer_dir = options.tokenizer;
   if (tokenizer_dir.empty()) {
     tokenizer_dir = (dir / "tokenizer").string();
-    train_tokenizer(VILAU_DEFAULT_CORPUS, tokenizer_dir, 512);
+    train_default_tokenizer(tokenizer_dir, 512);
   }
   const Tokenizer tokenizer = Tokenizer::load(tokenizer_dir);
   const std::string dataset =

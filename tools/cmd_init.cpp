@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "default_corpus.h"
 #include "presets.h"
 #include "vilau/core/error.h"
 #include "vilau/model/init.h"
@@ -21,21 +22,23 @@ void add_init_command(CLI::App& app) {
   auto out = std::make_shared<std::string>();
   auto seed = std::make_shared<uint64_t>(0);
   auto tokenizer = std::make_shared<std::string>();
-  auto corpus = std::make_shared<std::string>(VILAU_DEFAULT_CORPUS);
+  auto corpus = std::make_shared<std::string>();
   init->add_option("--preset", *preset, "tiny, 7b-256, 7b-384 or a preset YAML file")
       ->capture_default_str();
   init->add_option("--out", *out, "Output folder")->required();
   init->add_option("--seed", *seed, "Random seed")->capture_default_str();
   init->add_option("--tokenizer", *tokenizer,
                    "A tokenizer folder to copy (e.g. LLaMA-2's with VILA-U's tokens)");
-  init->add_option("--corpus", *corpus, "Without --tokenizer: text to train one on")
-      ->capture_default_str();
+  init->add_option("--corpus", *corpus,
+                   "Without --tokenizer: text to train one on (default: the built-in corpus)");
   init->callback([preset, out, seed, tokenizer, corpus] {
     const ModelConfig config = load_preset(*preset);
     const fs::path llm_dir = fs::path(*out) / "llm";
     export_official(*out, config, init_weights(config, *seed));
-    if (tokenizer->empty()) {
+    if (tokenizer->empty() && !corpus->empty()) {
       train_tokenizer(*corpus, llm_dir.string(), config.llm.vocab_size - 4);
+    } else if (tokenizer->empty()) {
+      train_default_tokenizer(llm_dir.string(), config.llm.vocab_size - 4);
     } else {
       for (const char* file : {"tokenizer.model", "added_tokens.json", "tokenizer_config.json",
                                "special_tokens_map.json"}) {
