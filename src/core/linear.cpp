@@ -28,8 +28,8 @@ float sum_lanes(__m256 v) {
 
 // y[o] = W[o] . x (+ b[o]) for outputs [begin, end): one pass over the weight rows, x
 // staying in cache. Two accumulators keep the fused multiply-adds from waiting on each
-// other. (Several input rows per pass were tried: at two rows it reached 36 GB/s against
-// BLAS's 30 here, not worth a second kernel; docs/performance.md.)
+// other. (A two-row variant was slower than BLAS inside a generation step; see
+// docs/performance.md.)
 __attribute__((target("avx2,fma"))) void row_kernel(const float* w, const float* x, const float* b,
                                                     float* y, int64_t in, int64_t begin,
                                                     int64_t end) {
