@@ -60,7 +60,7 @@ void run_chat(const ChatArgs& args) {
   // Images are read before the model loads, so that a wrong path fails at once.
   std::vector<at::Tensor> images;
   for (const std::string& path : args.images) {
-    images.push_back(io::read_image(path));
+    images.push_back(io::read_image_with_alpha(path));
   }
   InferenceModel loaded = load_inference_model(args.model, device, dtype);
   const at::Tensor codes = encode_media(images, args.video, *loaded.model);

@@ -25,7 +25,7 @@ TowerRun load(const std::string& model, const std::string& image, const std::str
   const torch::Device device = parse_device(device_name);
   TowerRun run{load_vision_tower(model, device), {}};
   const int64_t size = run.tower->config().vision.image_size;
-  run.pixels = preprocess_image(io::read_image(image), size).unsqueeze(0).to(device);
+  run.pixels = preprocess_image(io::read_image_with_alpha(image), size).unsqueeze(0).to(device);
   return run;
 }
 

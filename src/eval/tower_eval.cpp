@@ -34,7 +34,7 @@ at::Tensor load_batch(const std::vector<std::string>& paths, size_t begin, size_
                       at::Device device) {
   std::vector<at::Tensor> pixels;
   for (size_t i = begin; i < end; ++i) {
-    pixels.push_back(preprocess_image(io::read_image(paths[i]), size));
+    pixels.push_back(preprocess_image(io::read_image_with_alpha(paths[i]), size));
   }
   return torch::stack(pixels).to(device);
 }

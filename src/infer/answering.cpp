@@ -34,7 +34,7 @@ void answer_image_questions(InferenceModel& model, const std::vector<ImageQuesti
     std::vector<at::Tensor> pixels;
     std::vector<std::vector<int64_t>> prompts;
     for (size_t i = first; i < end; ++i) {
-      pixels.push_back(preprocess_image(io::read_image(questions[i].image), size));
+      pixels.push_back(preprocess_image(io::read_image_with_alpha(questions[i].image), size));
       prompts.push_back(model.tokenizer.encode_with_images(
           inference_prompt({{image_placeholder(options.wrap_images) + questions[i].message, ""}})));
     }

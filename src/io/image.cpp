@@ -32,6 +32,32 @@ at::Tensor read_image(const std::string& path) {
   return torch::from_blob(rgb.data, {rgb.rows, rgb.cols, 3}, torch::kUInt8).clone();
 }
 
+at::Tensor read_image_with_alpha(const std::string& path) {
+  if (!std::filesystem::is_regular_file(path)) {
+    throw IoError(describe(path, "cannot read image", "an image file", "no such file"));
+  }
+  cv::Mat raw;
+  try {
+    raw = cv::imread(path, cv::IMREAD_UNCHANGED);
+  } catch (const cv::Exception& e) {
+    throw FormatError(
+        describe(path, "cannot decode image", "a PNG, JPEG or other OpenCV format", e.what()));
+  }
+  // Without alpha, or deeper than 8 bits: read_image's conversion.
+  if (raw.empty() || raw.depth() != CV_8U || (raw.channels() != 2 && raw.channels() != 4)) {
+    return read_image(path);
+  }
+  cv::Mat rgba;
+  if (raw.channels() == 4) {
+    cv::cvtColor(raw, rgba, cv::COLOR_BGRA2RGBA);
+  } else {  // grey and alpha: Pillow's LA, which converts to RGB by repeating the grey
+    std::vector<cv::Mat> planes;
+    cv::split(raw, planes);
+    cv::merge(std::vector<cv::Mat>{planes[0], planes[0], planes[0], planes[1]}, rgba);
+  }
+  return torch::from_blob(rgba.data, {rgba.rows, rgba.cols, 4}, torch::kUInt8).clone();
+}
+
 void write_image(const std::string& path, const at::Tensor& rgb) {
   if (rgb.dim() != 3 || rgb.size(2) != 3 || rgb.scalar_type() != torch::kUInt8) {
     throw ShapeError(

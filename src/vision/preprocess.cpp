@@ -124,6 +124,35 @@ at::Tensor resample_axis(const at::Tensor& in, int64_t axis, int64_t out_size) {
   return out;
 }
 
+// Pillow's RGBA -> RGBa (rgbA2rgba): each colour times alpha / 255, rounded as its
+// MULDIV255 does.
+at::Tensor premultiply(const at::Tensor& rgba) {
+  at::Tensor out = rgba.clone();
+  uint8_t* p = out.data_ptr<uint8_t>();
+  for (int64_t i = 0; i < out.numel(); i += 4) {
+    const uint32_t alpha = p[i + 3];
+    for (int c = 0; c < 3; ++c) {
+      const uint32_t t = p[i + c] * alpha + 128;
+      p[i + c] = static_cast<uint8_t>(((t >> 8) + t) >> 8);
+    }
+  }
+  return out;
+}
+
+// Pillow's RGBa -> RGBA (rgba2rgbA): colour * 255 / alpha, truncated and clipped; alpha 0
+// and 255 leave the colour as it is.
+at::Tensor unpremultiply(at::Tensor rgba) {
+  uint8_t* p = rgba.data_ptr<uint8_t>();
+  for (int64_t i = 0; i < rgba.numel(); i += 4) {
+    const uint32_t alpha = p[i + 3];
+    if (alpha == 0 || alpha == 255) continue;
+    for (int c = 0; c < 3; ++c) {
+      p[i + c] = static_cast<uint8_t>(std::min<uint32_t>(255, 255 * p[i + c] / alpha));
+    }
+  }
+  return rgba;
+}
+
 template <class Pass>
 at::Tensor resize(at::Tensor x, int64_t width, int64_t height) {
   // Pillow resizes horizontally first, then vertically, each only when the size changes.
@@ -139,12 +168,18 @@ at::Tensor resize(at::Tensor x, int64_t width, int64_t height) {
 }  // namespace
 
 at::Tensor pil_bicubic_resize(const at::Tensor& rgb, int64_t width, int64_t height) {
-  if (rgb.dim() != 3 || rgb.size(2) != 3 || rgb.scalar_type() != torch::kUInt8) {
+  if (rgb.dim() != 3 || (rgb.size(2) != 3 && rgb.size(2) != 4) ||
+      rgb.scalar_type() != torch::kUInt8) {
     throw ShapeError(
-        describe("pil_bicubic_resize", "input", "RGB uint8 [H, W, 3]",
+        describe("pil_bicubic_resize", "input", "RGB or RGBA uint8 [H, W, 3 or 4]",
                  std::string(c10::toString(rgb.scalar_type())) + " " + c10::str(rgb.sizes())));
   }
-  return resize<Uint8Pass>(rgb.contiguous(), width, height);
+  if (rgb.size(2) == 3 || (rgb.size(0) == height && rgb.size(1) == width)) {
+    return resize<Uint8Pass>(rgb.contiguous(), width, height);  // same size: a copy
+  }
+  // Pillow resizes RGBA as premultiplied RGBa and converts back (Image.resize), so that
+  // transparent pixels do not bleed their colour into their neighbours.
+  return unpremultiply(resize<Uint8Pass>(premultiply(rgb.contiguous()), width, height));
 }
 
 at::Tensor pil_bicubic_resize_float(const at::Tensor& image, int64_t width, int64_t height) {
@@ -157,7 +192,8 @@ at::Tensor pil_bicubic_resize_float(const at::Tensor& image, int64_t width, int6
 }
 
 at::Tensor preprocess_image(const at::Tensor& rgb, int64_t size) {
-  const at::Tensor resized = pil_bicubic_resize(rgb, size, size);
+  // RGBA is resized with its alpha, which is dropped afterwards (convert("RGB")).
+  const at::Tensor resized = pil_bicubic_resize(rgb, size, size).narrow(2, 0, 3);
   return (resized.permute({2, 0, 1}).to(torch::kFloat) / 255.0 - 0.5) / 0.5;
 }
 

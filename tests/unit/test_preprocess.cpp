@@ -58,6 +58,43 @@ TEST(Preprocess, ResizeMatchesPillowBicubicExactly) {
   EXPECT_TRUE(torch::equal(x, expected));
 }
 
+// RGBA and grey-with-alpha pictures as the official pipeline sees them: read with alpha,
+// resized premultiplied, alpha dropped (tests/reference/make_preprocess_fixtures.py).
+TEST(Preprocess, AlphaPicturesMatchPillowExactly) {
+  const auto fixture =
+      io::SafetensorsFile::open(VILAU_TEST_DATA_DIR "/preprocess/pil_alpha.safetensors");
+  for (const std::string name : {"rgba", "la"}) {
+    const at::Tensor read =
+        io::read_image_with_alpha(VILAU_TEST_DATA_DIR "/preprocess/" + name + ".png");
+    ASSERT_EQ(read.size(2), 4) << name;
+    const at::Tensor input = fixture.tensor("input_" + name);
+    // What the file holds, alpha included (LA's grey in each colour channel).
+    EXPECT_TRUE(at::equal(read.select(2, 3), input.select(2, input.size(2) - 1))) << name;
+    EXPECT_TRUE(at::equal(read.select(2, 0), input.select(2, 0))) << name;
+    int64_t differs_from_rgb_first = 0;
+    for (const auto& [w, h] :
+         std::vector<std::pair<int64_t, int64_t>>{{32, 32}, {96, 96}, {70, 45}}) {
+      SCOPED_TRACE(name + " to " + std::to_string(w) + "x" + std::to_string(h));
+      const at::Tensor expected =
+          fixture.tensor("pil_" + name + "." + std::to_string(w) + "x" + std::to_string(h));
+      const at::Tensor got = pil_bicubic_resize(read, w, h).narrow(2, 0, 3);
+      EXPECT_EQ(at::abs(got.to(at::kInt) - expected.to(at::kInt)).max().item<int>(), 0);
+      // Resizing the colours without their alpha (RGB first) is what this guards against.
+      const at::Tensor rgb_first = pil_bicubic_resize(read.narrow(2, 0, 3).contiguous(), w, h);
+      differs_from_rgb_first += at::equal(rgb_first, expected) ? 0 : 1;
+    }
+    EXPECT_EQ(differs_from_rgb_first, 2) << name;  // every real resize; not the same-size copy
+  }
+  // preprocess_image takes RGBA and drops alpha after the resize.
+  const at::Tensor rgba = io::read_image_with_alpha(VILAU_TEST_DATA_DIR "/preprocess/rgba.png");
+  const at::Tensor pixels = preprocess_image(rgba, 32);
+  const at::Tensor expected = fixture.tensor("pil_rgba.32x32");
+  EXPECT_TRUE(
+      at::allclose(pixels, (expected.permute({2, 0, 1}).to(at::kFloat) / 255.0 - 0.5) / 0.5));
+  // read_image keeps its RGB contract.
+  EXPECT_EQ(io::read_image(VILAU_TEST_DATA_DIR "/preprocess/rgba.png").size(2), 3);
+}
+
 TEST(Preprocess, SquareCropTakesTopOfPortraitsAndCentreOfLandscapes) {
   const at::Tensor portrait =
       torch::arange(6 * 4, torch::kLong).reshape({6, 4, 1}).expand({6, 4, 3});
@@ -95,9 +132,8 @@ TEST_F(ImageFiles, MissingAndCorruptFilesAreClearErrors) {
   std::ofstream(path("bad.png"), std::ios::binary) << "\x89PNG\r\n\x1a\n truncated";
   EXPECT_THAT(error_of<FormatError>([&] { io::read_image(path("bad.png")); }),
               AllOf(HasSubstr("bad.png"), HasSubstr("cannot decode image")));
-  EXPECT_THAT(error_of<ShapeError>([&] {
-                io::write_image(path("x.png"), torch::zeros({2, 2}, torch::kUInt8));
-              }),
+  EXPECT_THAT(error_of<ShapeError>(
+                  [&] { io::write_image(path("x.png"), torch::zeros({2, 2}, torch::kUInt8)); }),
               HasSubstr("expected uint8 [H, W, 3]"));
 }
 

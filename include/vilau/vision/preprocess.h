@@ -6,8 +6,9 @@
 
 namespace vilau {
 
-// Pillow's Image.resize(BICUBIC) on RGB uint8 [H, W, 3], to the pixel: the resize the
-// official pipeline applies before CLIPImageProcessor.
+// Pillow's Image.resize(BICUBIC) on RGB uint8 [H, W, 3] or RGBA [H, W, 4], to the pixel:
+// the resize the official pipeline applies before CLIPImageProcessor. RGBA is resampled
+// premultiplied by its alpha, as Pillow does.
 at::Tensor pil_bicubic_resize(const at::Tensor& rgb, int64_t width, int64_t height);
 
 // The same filter on a CPU float32 [H, W, C] image, without rounding: what Pillow does to a
@@ -15,7 +16,8 @@ at::Tensor pil_bicubic_resize(const at::Tensor& rgb, int64_t width, int64_t heig
 // every channel. clean-fid resizes this way before FID.
 at::Tensor pil_bicubic_resize_float(const at::Tensor& image, int64_t width, int64_t height);
 
-// RGB uint8 [H, W, 3] -> float [3, S, S] in [-1, 1]: pil_bicubic_resize to S x S, then
+// RGB uint8 [H, W, 3] (or RGBA [H, W, 4], see io::read_image_with_alpha) -> float
+// [3, S, S] in [-1, 1]: pil_bicubic_resize to S x S, alpha dropped, then
 // (x / 255 - 0.5) / 0.5. The aspect ratio is not kept, as in the official "resize" mode.
 at::Tensor preprocess_image(const at::Tensor& rgb, int64_t size);
 
