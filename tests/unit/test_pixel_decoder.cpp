@@ -8,6 +8,8 @@
 #include "test_util.h"
 #include "vilau/config.h"
 #include "vilau/core/error.h"
+#include "vilau/io/safetensors.h"
+#include "vilau/model/load_module.h"
 #include "vilau/model/state_dict_adapter.h"
 #include "vilau/vision/pixel_decoder.h"
 
@@ -69,13 +71,47 @@ TEST(PixelDecoder, TinyDecodesAndRejectsWrongInput) {
   EXPECT_TRUE(torch::isfinite(out).all().item<bool>());
   // Batch items are decoded independently.
   EXPECT_TRUE(torch::allclose(decoder->forward(z.slice(0, 1, 2)), out.slice(0, 1, 2), 1e-5, 1e-5));
-  const std::string msg = vilau::testing::error_of<ShapeError>([&] {
-    decoder->forward(torch::randn({2, 4, 4, 31}));
-  });
+  const std::string msg =
+      vilau::testing::error_of<ShapeError>([&] { decoder->forward(torch::randn({2, 4, 4, 31})); });
   EXPECT_NE(msg.find("expected [B, H, W, 32]"), std::string::npos) << msg;
 }
 
 // The attention block equals the official bmm/softmax formulation.
+// Against the official decoder (RQ-VAE's Decoder from VILA-U's modules.py, with decode()'s
+// post_quant_conv and latent resize; tests/reference/make_pixel_decoder_fixtures.py), fp32.
+TEST(PixelDecoder, MatchesTheOfficialDecoder) {
+  const io::SafetensorsFile f = io::SafetensorsFile::open(
+      VILAU_TEST_DATA_DIR "/pixel_decoder/pixel_decoder_tiny.safetensors");
+  PixelDecoderConfig config;
+  config.ch = 32;
+  config.ch_mult = {1, 2};
+  config.num_res_blocks = 1;
+  config.attn_resolutions = {4};
+  config.z_channels = 8;
+  config.resolution = 8;
+  const auto relative_error = [](const at::Tensor& got, const at::Tensor& expected) {
+    return ((got - expected).abs().max() / expected.abs().max()).item<double>();
+  };
+  torch::NoGradGuard no_grad;
+  for (const bool resize : {false, true}) {
+    SCOPED_TRACE(resize ? "5x5 resized to 4x4" : "4x4");
+    PixelDecoderConfig c = config;
+    if (resize) c.latent_shape = {4, 4};
+    PixelDecoder decoder(c, 32);
+    load_module(*decoder, vilau::testing::lookup_in(f), "rqvaesiglip.");
+    decoder->eval();
+    const at::Tensor z = f.tensor(resize ? "input.z_q_5x5" : "input.z_q");
+    const at::Tensor expected = f.tensor(resize ? "output.pixels_5x5_to_4x4" : "output.pixels");
+    const at::Tensor got = decoder(z);
+    ASSERT_EQ(got.sizes(), expected.sizes());
+    EXPECT_LT(relative_error(got, expected), 1e-5);
+    // A weight one step off would show: the comparison is far tighter than that change.
+    const at::Tensor w = decoder->named_parameters()["decoder.conv_out.bias"];
+    w.add_(1e-3);
+    EXPECT_GT(relative_error(decoder(z), expected), 1e-5);
+  }
+}
+
 TEST(PixelDecoder, AttnBlockMatchesExplicitAttention) {
   torch::manual_seed(1);
   AttnBlock block(32);
