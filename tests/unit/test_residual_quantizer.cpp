@@ -13,6 +13,7 @@
 #include "spawn_ranks.h"
 #include "test_util.h"
 #include "vilau/core/error.h"
+#include "vilau/io/safetensors.h"
 #include "vilau/vision/residual_quantizer.h"
 
 namespace vilau {
@@ -206,6 +207,64 @@ struct RestartCase {
     }
   }
 };
+
+// Against VILA-U's RQBottleneck (tests/reference/make_quantizer_fixtures.py), fp32: the codes,
+// z_q and commitment loss of an eval forward, then the codebooks and EMA buffers after each
+// of two training forwards, with separate and with shared codebooks.
+TEST(ResidualQuantizer, MatchesTheOfficialQuantizerAndItsEmaUpdate) {
+  const io::SafetensorsFile f =
+      io::SafetensorsFile::open(VILAU_TEST_DATA_DIR "/quantizer/quantizer_tiny.safetensors");
+  const auto close = [](const torch::Tensor& got, const torch::Tensor& expected) {
+    return ((got - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item<double>() <
+           1e-5;
+  };
+  for (const bool shared : {false, true}) {
+    const std::string tag = shared ? "shared" : "separate";
+    SCOPED_TRACE(tag);
+    QuantizerConfig c = config(12, 3, /*restart=*/true, /*decay=*/0.9);
+    c.shared_codebook = shared;
+    ResidualQuantizer q(c, 16);
+    const int64_t books = shared ? 1 : 3;
+    const auto buffers = [&](const std::string& prefix, int64_t d) {
+      return std::map<std::string, torch::Tensor>{
+          {"weight", f.tensor(prefix + ".codebooks." + std::to_string(d) + ".weight")},
+          {"cluster_size_ema",
+           f.tensor(prefix + ".codebooks." + std::to_string(d) + ".cluster_size_ema")},
+          {"embed_ema", f.tensor(prefix + ".codebooks." + std::to_string(d) + ".embed_ema")}};
+    };
+    {
+      torch::NoGradGuard no_grad;
+      for (int64_t d = 0; d < books; ++d) {
+        RqCodebook book = q->codebook(d);
+        const auto initial = buffers(tag + ".initial", d);
+        book->weight.copy_(initial.at("weight"));
+        book->cluster_size_ema.copy_(initial.at("cluster_size_ema"));
+        book->embed_ema.copy_(initial.at("embed_ema"));
+      }
+    }
+    q->eval();
+    const auto eval = q->forward(f.tensor(tag + ".eval.input"));
+    EXPECT_TRUE(torch::equal(eval.codes, f.tensor(tag + ".eval.codes")));
+    EXPECT_TRUE(close(eval.z_q, f.tensor(tag + ".eval.z_q")));
+    EXPECT_TRUE(close(eval.commitment_loss.reshape({1}), f.tensor(tag + ".eval.commitment_loss")));
+    q->train();
+    for (int step = 0; step < 2; ++step) {
+      SCOPED_TRACE("training step " + std::to_string(step));
+      const std::string prefix = tag + ".train." + std::to_string(step);
+      const auto out = q->forward(f.tensor(prefix + ".input"));
+      EXPECT_TRUE(torch::equal(out.codes, f.tensor(prefix + ".codes")));
+      for (int64_t d = 0; d < books; ++d) {
+        RqCodebook book = q->codebook(d);
+        const auto expected = buffers(prefix, d);
+        EXPECT_TRUE(close(book->weight, expected.at("weight"))) << "weight " << d;
+        EXPECT_TRUE(close(book->cluster_size_ema, expected.at("cluster_size_ema"))) << d;
+        EXPECT_TRUE(close(book->embed_ema, expected.at("embed_ema"))) << "embed_ema " << d;
+      }
+    }
+    // The codebooks did move: a quantizer that skipped the update would fail above.
+    EXPECT_FALSE(close(q->codebook(0)->weight, buffers(tag + ".initial", 0).at("weight")));
+  }
+}
 
 TEST(ResidualQuantizer, RestartReplacesExactlyTheDeadCodes) {
   {
