@@ -8,6 +8,7 @@
 
 #include "config_node.h"
 #include "vilau/core/error.h"
+#include "vilau/core/file.h"
 
 namespace fs = std::filesystem;
 
@@ -129,15 +130,8 @@ void merge_into(ConfigNode& base, const ConfigNode& top) {
 }
 
 std::string read_file(const fs::path& path, const std::string& context) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    throw IoError(describe(context, "cannot open config file '" + path.string() + "'",
-                           "an existing, readable file",
-                           fs::exists(path) ? "a file that cannot be read" : "no such file"));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
+  // A FIFO, a device or a directory given as a config (or a defaults: entry) is refused.
+  return read_regular_file(path.string(), "a YAML config (" + context + ")");
 }
 
 ConfigNode load_file(const fs::path& path, std::vector<fs::path>& chain,

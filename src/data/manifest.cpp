@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "vilau/core/error.h"
+#include "vilau/core/file.h"
 #include "vilau/data/tar_reader.h"
 
 namespace vilau::data {
@@ -141,10 +142,11 @@ void add(Manifest& out, SampleEntry entry, const std::function<void(SampleEntry&
 }
 
 Manifest read_json_manifest(const DatasetSpec& spec) {
+  check_regular_file(spec.path, "a JSON or JSONL manifest");
   std::ifstream in(spec.path, std::ios::binary);
-  if (!in || fs::is_directory(spec.path)) {
-    throw IoError(
-        describe(spec.path, "cannot open manifest", "a JSON or JSONL file", "no such file"));
+  if (!in) {
+    throw IoError(describe(spec.path, "cannot open manifest", "a JSON or JSONL file",
+                           "a file that cannot be read"));
   }
   std::stringstream text;
   text << in.rdbuf();

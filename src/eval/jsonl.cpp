@@ -3,6 +3,7 @@
 #include <fstream>
 
 #include "vilau/core/error.h"
+#include "vilau/core/file.h"
 #include "vilau/io/atomic_file.h"
 
 namespace vilau::eval {
@@ -16,9 +17,10 @@ std::vector<nlohmann::json> read_jsonl(const std::string& path, const std::strin
 }
 
 std::vector<JsonlRow> read_jsonl_rows(const std::string& path, const std::string& what) {
+  check_regular_file(path, what);
   std::ifstream in(path);
   if (!in) {
-    throw IoError(describe(path, "cannot open", what, "no such file"));
+    throw IoError(describe(path, "cannot open", what, "a file that cannot be read"));
   }
   std::vector<JsonlRow> rows;
   std::string line;

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "vilau/core/error.h"
+#include "vilau/core/file.h"
 #include "vilau/eval/jsonl.h"
 #include "vilau/eval/shape_checker.h"
 #include "vilau/io/atomic_file.h"
@@ -55,11 +56,8 @@ std::string optional_string(const json& row, const char* key, const std::string&
 }
 
 std::string read_text_file(const std::string& path, const std::string& what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError(describe(path, "cannot open", what, "no such file"));
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
+  // Benchmark annotation files run to a few hundred MB at most.
+  return read_regular_file(path, what, int64_t{4} << 30);
 }
 
 // One question's annotations, from the official file or a JSONL line.

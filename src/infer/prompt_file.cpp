@@ -6,6 +6,7 @@
 #include <set>
 
 #include "vilau/core/error.h"
+#include "vilau/core/file.h"
 
 namespace vilau {
 
@@ -26,6 +27,7 @@ int64_t env_integer(const char* name, int64_t fallback) {
 }  // namespace
 
 std::vector<PromptEntry> read_prompt_file(const std::string& path) {
+  check_regular_file(path, "a prompts file (JSONL)");
   std::ifstream in(path);
   if (!in) {
     throw IoError(describe(path, "cannot open the prompts file"));

@@ -13,14 +13,17 @@
 namespace vilau::io {
 
 MappedFile::MappedFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer; the fstat
+  // below refuses it (and devices, directories) either way.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     throw IoError(describe(path, "cannot open", "a readable file", std::strerror(errno)));
   }
-  struct stat st {};
+  struct stat st{};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
     ::close(fd);
-    throw IoError(describe(path, "cannot map", "a regular file", "something else"));
+    throw IoError(describe(path, "cannot map", "a regular file",
+                           "not a regular file (a FIFO, a device, a directory or a socket)"));
   }
   size_ = static_cast<uint64_t>(st.st_size);
   if (size_ > 0) {

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "vilau/core/error.h"
+#include "vilau/core/file.h"
 #include "vilau/io/atomic_file.h"
 #include "vilau/io/tensor_store.h"
 
@@ -124,14 +125,7 @@ void move_into_place(const fs::path& tmp, const fs::path& target) {
 }
 
 std::string read_text(const fs::path& path, const std::string& expected) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    throw IoError(describe(path.string(), "cannot open", expected,
-                           fs::exists(path) ? std::strerror(errno) : "no such file"));
-  }
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
+  return read_regular_file(path.string(), expected);
 }
 
 // The tensors of a file, in the order they were saved.

@@ -16,6 +16,7 @@
 
 #include "sentencepiece_proto.h"
 #include "vilau/core/error.h"
+#include "vilau/core/file.h"
 #include "vilau/io/json_file.h"
 
 namespace fs = std::filesystem;
@@ -195,13 +196,10 @@ Tokenizer Tokenizer::load(const std::string& dir) {
   impl->dir = dir;
   const fs::path root(dir);
   const fs::path model_path = root / "tokenizer.model";
-  std::ifstream model_file(model_path, std::ios::binary);
-  if (!model_file) {
-    throw IoError(
-        describe(model_path.string(), "cannot open", "a SentencePiece model", "no such file"));
-  }
+  // LLaMA's is 0.5 MB; a bound far above any real model keeps a wrong file from filling
+  // memory, and a FIFO or device is refused before it is opened.
   std::ostringstream bytes;
-  bytes << model_file.rdbuf();
+  bytes << read_regular_file(model_path.string(), "a SentencePiece model", int64_t{1} << 30);
   const auto status =
       impl->sp.LoadFromSerializedProto(without_dummy_prefix(bytes.str(), model_path.string()));
   if (!status.ok()) {

@@ -1,0 +1,85 @@
+// Reading files safely (core/file): FIFOs, devices, directories and oversized files are
+// refused by name before anything is read, and the readers built on it inherit that.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "test_util.h"
+#include "vilau/config.h"
+#include "vilau/core/error.h"
+#include "vilau/core/file.h"
+#include "vilau/io/json_file.h"
+#include "vilau/io/safetensors.h"
+
+namespace vilau {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using vilau::testing::error_of;
+
+class Files : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("vilau_files_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+};
+
+TEST_F(Files, RefusesWhatIsNotARegularFileByName) {
+  const std::string fifo = (dir_ / "config.yaml").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  // Each would block forever or read without end; each is refused before it is opened.
+  for (const std::string& path : {fifo, std::string("/dev/zero"), dir_.string()}) {
+    SCOPED_TRACE(path);
+    EXPECT_THAT(error_of<IoError>([&] { read_regular_file(path, "a test config"); }),
+                AllOf(HasSubstr(path), HasSubstr("a test config")));
+    EXPECT_THAT(error_of<IoError>([&] { io::read_json_file(path, "a model config"); }),
+                HasSubstr(path));
+  }
+  EXPECT_THAT(error_of<IoError>([&] { read_regular_file(fifo, "x"); }), HasSubstr("FIFO"));
+  // Checkpoints are mapped, not read: the FIFO is opened without waiting, then refused.
+  EXPECT_THAT(error_of<IoError>([&] { io::SafetensorsFile::open(fifo); }),
+              AllOf(HasSubstr(fifo), HasSubstr("FIFO")));
+  EXPECT_THAT(error_of<IoError>([&] { read_regular_file(dir_.string(), "x"); }),
+              HasSubstr("a directory"));
+  EXPECT_THAT(error_of<IoError>([&] { read_regular_file((dir_ / "none").string(), "x"); }),
+              HasSubstr("no such file"));
+}
+
+TEST_F(Files, RefusesOversizedFilesBeforeReadingThem) {
+  const fs::path big = dir_ / "big.json";
+  std::ofstream(big) << "{}";
+  fs::resize_file(big, kMaxConfigBytes + 1);  // sparse: nothing is written
+  EXPECT_THAT(error_of<FormatError>([&] { io::read_json_file(big.string(), "a model config"); }),
+              AllOf(HasSubstr("big.json"), HasSubstr("too large")));
+  // A symlink to a regular file is followed and read.
+  const fs::path real = dir_ / "real.json", link = dir_ / "link.json";
+  std::ofstream(real) << R"({"a": 1})";
+  fs::create_symlink(real, link);
+  EXPECT_EQ(io::read_json_file(link.string(), "x").at("a"), 1);
+  EXPECT_EQ(read_regular_file(real.string(), "x", 100), R"({"a": 1})");
+}
+
+TEST_F(Files, ConfigsAndTheirDefaultsMustBeRegularFiles) {
+  const fs::path fifo = dir_ / "parent.yaml";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const fs::path child = dir_ / "child.yaml";
+  std::ofstream(child) << "defaults: parent.yaml\n";
+  EXPECT_THAT(error_of<IoError>([&] { load_run_config(child.string()); }),
+              AllOf(HasSubstr("parent.yaml"), HasSubstr("FIFO"), HasSubstr("defaults")));
+  EXPECT_THAT(error_of<IoError>([&] { load_run_config("/dev/urandom"); }),
+              HasSubstr("/dev/urandom"));
+}
+
+}  // namespace
+}  // namespace vilau
