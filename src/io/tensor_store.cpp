@@ -63,6 +63,14 @@ TensorStore TensorStore::open(const std::string& path) {
           describe(p.string(), "weight_map['" + tensor + "']", "a file name", file.dump()));
     }
     listed[tensor] = file.get<std::string>();
+    // A shard is a file of this folder: no path may lead out of it (as the released
+    // indexes, which name bare files).
+    const fs::path name(listed[tensor]);
+    if (name.empty() || name.is_absolute() || name.has_parent_path() || name == "." ||
+        name == "..") {
+      throw FormatError(describe(p.string(), "weight_map['" + tensor + "']",
+                                 "the name of a shard file in this folder", file.dump()));
+    }
     if (shard_ids.count(listed[tensor]) == 0) {
       const fs::path shard = p.parent_path() / listed[tensor];
       if (!fs::exists(shard)) {

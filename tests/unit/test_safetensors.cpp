@@ -111,16 +111,16 @@ TEST_F(Safetensors, ShardedRoundTripAndStaleShardsRemoved) {
 }
 
 TEST_F(Safetensors, SaveRejectsDuplicateNamesAndUnsupportedDtypes) {
-  EXPECT_THAT(
-      error_of([&] {
-        save_safetensors(path("d.safetensors"), {{"x", torch::ones(1)}, {"x", torch::ones(1)}});
-      }),
-      AllOf(HasSubstr("cannot save tensor 'x'"), HasSubstr("found a duplicate")));
-  EXPECT_THAT(
-      error_of([&] {
-        save_safetensors(path("c.safetensors"), {{"z", torch::ones(1, torch::kComplexFloat)}});
-      }),
-      HasSubstr("unsupported tensor dtype"));
+  EXPECT_THAT(error_of([&] {
+                save_safetensors(path("d.safetensors"),
+                                 {{"x", torch::ones(1)}, {"x", torch::ones(1)}});
+              }),
+              AllOf(HasSubstr("cannot save tensor 'x'"), HasSubstr("found a duplicate")));
+  EXPECT_THAT(error_of([&] {
+                save_safetensors(path("c.safetensors"),
+                                 {{"z", torch::ones(1, torch::kComplexFloat)}});
+              }),
+              HasSubstr("unsupported tensor dtype"));
   EXPECT_FALSE(fs::exists(path("d.safetensors")));  // nothing half-written is left
 }
 
@@ -241,6 +241,32 @@ TEST_F(Safetensors, IndexPointsAtMissingShard) {
       error_of([&] { TensorStore::open(dir_.string()); }),
       AllOf(HasSubstr("model.safetensors.index.json"),
             HasSubstr("index points at a missing shard 'model-00002-of-00002.safetensors'")));
+}
+
+// An index names shard files of its own folder; one that leads elsewhere is refused even
+// when the file it names exists and holds the tensor.
+TEST_F(Safetensors, IndexMayNotLeaveItsFolder) {
+  save_sharded(dir_.string(), {{"a", torch::ones(256)}, {"b", torch::ones(256)}}, 1024);
+  const std::string index_path = path("model.safetensors.index.json");
+  const auto original = nlohmann::json::parse(std::ifstream(index_path));
+  const fs::path outside = dir_.parent_path() / (dir_.filename().string() + "_outside");
+  fs::create_directories(outside);
+  fs::copy_file(path("model-00002-of-00002.safetensors"), outside / "b.safetensors",
+                fs::copy_options::overwrite_existing);
+  for (const std::string& escape : {"../" + outside.filename().string() + "/b.safetensors",
+                                    (outside / "b.safetensors").string(),
+                                    std::string("sub/../model-00002-of-00002.safetensors")}) {
+    SCOPED_TRACE(escape);
+    auto index = original;
+    index["weight_map"]["b"] = escape;
+    std::ofstream(index_path) << index.dump();
+    EXPECT_THAT(error_of([&] { TensorStore::open(dir_.string()); }),
+                AllOf(HasSubstr("model.safetensors.index.json"), HasSubstr("weight_map['b']"),
+                      HasSubstr("a shard file in this folder")));
+  }
+  std::ofstream(index_path) << original.dump();
+  EXPECT_EQ(TensorStore::open(dir_.string()).names().size(), 2u);  // the bare names load
+  fs::remove_all(outside);
 }
 
 TEST_F(Safetensors, IndexAndShardsDisagree) {
