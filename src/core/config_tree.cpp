@@ -50,7 +50,31 @@ const ConfigNode* ConfigNode::find(const std::string& key) const {
 
 namespace {
 
-ConfigNode convert(const YAML::Node& node, const std::string& origin) {
+// Aliases share nodes in yaml-cpp's tree, but the config tree copies them, so a document
+// of a few lines can expand exponentially (a "billion laughs"). Real configs have a few
+// hundred nodes; these bounds refuse such a document, and one nested deeper than any config,
+// before it takes the memory or the stack.
+constexpr int64_t kMaxConfigNodes = 1000000;
+constexpr int kMaxConfigDepth = 200;
+
+struct Budget {
+  int64_t nodes = kMaxConfigNodes;
+  int depth = 0;
+};
+
+ConfigNode convert(const YAML::Node& node, const std::string& origin, Budget& budget) {
+  if (--budget.nodes < 0 || budget.depth > kMaxConfigDepth) {
+    throw ConfigError(describe(origin, "YAML document too large",
+                               "at most " + std::to_string(kMaxConfigNodes) +
+                                   " nodes once aliases are expanded and at most " +
+                                   std::to_string(kMaxConfigDepth) + " levels of nesting",
+                               budget.nodes < 0 ? "more nodes" : "deeper nesting"));
+  }
+  struct Level {
+    explicit Level(Budget& b) : budget(b) { ++budget.depth; }
+    ~Level() { --budget.depth; }
+    Budget& budget;
+  } level(budget);
   ConfigNode out;
   out.origin = origin;
   const YAML::Mark mark = node.Mark();
@@ -69,18 +93,18 @@ ConfigNode convert(const YAML::Node& node, const std::string& origin) {
     case YAML::NodeType::Sequence:
       out.kind = ConfigNode::Kind::sequence;
       for (const auto& item : node) {
-        out.items.push_back(convert(item, origin));
+        out.items.push_back(convert(item, origin, budget));
       }
       break;
     case YAML::NodeType::Map:
       out.kind = ConfigNode::Kind::map;
       for (const auto& kv : node) {
         const std::string key = kv.first.Scalar();
-        ConfigNode key_node = convert(kv.first, origin);
+        ConfigNode key_node = convert(kv.first, origin, budget);
         if (out.find(key) != nullptr) {
           throw ConfigError(describe(key_node.where(), "duplicate key '" + key + "'"));
         }
-        out.entries.emplace_back(key, convert(kv.second, origin));
+        out.entries.emplace_back(key, convert(kv.second, origin, budget));
         // Point the entry at its key, where a reader of the file looks for it.
         out.entries.back().second.line = key_node.line;
         out.entries.back().second.column = key_node.column;
@@ -99,7 +123,8 @@ ConfigNode parse_text(const std::string& text, const std::string& origin) {
         origin + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1),
         "malformed YAML: " + e.msg));
   }
-  ConfigNode root = convert(doc, origin);
+  Budget budget;
+  ConfigNode root = convert(doc, origin, budget);
   if (root.kind == ConfigNode::Kind::null) {  // an empty file is an empty config
     root.kind = ConfigNode::Kind::map;
     root.line = root.column = 1;

@@ -81,5 +81,26 @@ TEST_F(Files, ConfigsAndTheirDefaultsMustBeRegularFiles) {
               HasSubstr("/dev/urandom"));
 }
 
+// A "billion laughs": nine lines that expand to 10^9 nodes through aliases, and a document
+// nested deeper than any config. Both are refused by name, at once, without the memory.
+TEST_F(Files, YamlAliasBombsAndDeepNestingAreRefused) {
+  const fs::path bomb = dir_ / "bomb.yaml";
+  {
+    std::ofstream out(bomb);
+    out << "a: &a [x, x, x, x, x, x, x, x, x, x]\n";
+    for (char c = 'b'; c <= 'i'; ++c) {
+      out << c << ": &" << c << " [";
+      for (int i = 0; i < 10; ++i) out << (i ? ", *" : "*") << static_cast<char>(c - 1);
+      out << "]\n";
+    }
+  }
+  EXPECT_THAT(error_of<ConfigError>([&] { load_run_config(bomb.string()); }),
+              AllOf(HasSubstr("bomb.yaml"), HasSubstr("too large"), HasSubstr("aliases")));
+  const fs::path deep = dir_ / "deep.yaml";
+  std::ofstream(deep) << "model: " << std::string(250, '[') << std::string(250, ']') << "\n";
+  EXPECT_THAT(error_of<ConfigError>([&] { load_run_config(deep.string()); }),
+              AllOf(HasSubstr("deep.yaml"), HasSubstr("nesting")));
+}
+
 }  // namespace
 }  // namespace vilau
