@@ -159,7 +159,7 @@ Manifest read_json_manifest(const DatasetSpec& spec) {
     json records;
     try {
       records = json::parse(contents);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {
       throw FormatError(describe(spec.path, "invalid JSON", "a JSON array of samples", e.what()));
     }
     for (size_t i = 0; i < records.size(); ++i) {
@@ -182,7 +182,7 @@ Manifest read_json_manifest(const DatasetSpec& spec) {
       json record;
       try {
         record = json::parse(line);
-      } catch (const json::parse_error& err) {
+      } catch (const json::exception& err) {
         throw Rejected{"malformed_json", err.what()};
       }
       fill_entry(record, spec, base, false, e);
@@ -240,7 +240,7 @@ void read_shard(const std::string& shard, const DatasetSpec& spec, Manifest& out
       if (k.texts.count("json")) {
         try {
           record = json::parse(k.texts.at("json"));
-        } catch (const json::parse_error& err) {
+        } catch (const json::exception& err) {
           throw Rejected{"malformed_json", k.key + ".json: " + err.what()};
         }
       }

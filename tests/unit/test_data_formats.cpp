@@ -92,6 +92,25 @@ TEST(DataConfig, RejectsBadDatasetsNamingTheEntry) {
 
 class DataManifest : public TempDirTest {};
 
+// A number beyond double's range is a malformed record like any other, counted by the
+// bad-data policy, not an exception that ends the run; in a JSON array it is the file's fault.
+TEST_F(DataManifest, OutOfRangeNumbersAreMalformedRecords) {
+  write_text(path("big.jsonl"),
+             "{\"image\": \"a.png\", \"caption\": \"a cat\"}\n"
+             "{\"image\": \"b.png\", \"caption\": \"a dog\", \"score\": 1e999}\n");
+  const Manifest m =
+      read_dataset(spec_of("path=" + path("big.jsonl") + ", format=captions, task=t2i"));
+  ASSERT_EQ(m.samples.size(), 1u);
+  ASSERT_EQ(m.bad.size(), 1u);
+  EXPECT_EQ(m.bad[0].reason, "malformed_json");
+  EXPECT_EQ(m.bad[0].where, path("big.jsonl") + ":2");
+  write_text(path("big.json"), "[{\"image\": \"a.png\", \"caption\": \"x\", \"n\": -1e999}]");
+  EXPECT_THAT(error_of<FormatError>([&] {
+                read_dataset(spec_of("path=" + path("big.json") + ", format=captions, task=t2i"));
+              }),
+              AllOf(HasSubstr("big.json"), HasSubstr("invalid JSON")));
+}
+
 TEST_F(DataManifest, CaptionPairsKeepGoodLinesAndListBadOnes) {
   write_text(path("caps.jsonl"),
              "{\"image\": \"a.png\", \"caption\": \"a cat\"}\n"
