@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "vilau/core/error.h"
+#include "vilau/core/file.h"
 
 namespace vilau::data {
 
@@ -51,6 +52,8 @@ std::string archive_message(archive* a) {
 }
 
 ArchivePtr open_at(const std::string& shard, int64_t offset, FileSource& source) {
+  // A FIFO or a device would block or never end: refused before it is opened.
+  check_regular_file(shard, "a tar shard");
   source.fd = ::open(shard.c_str(), O_RDONLY | O_CLOEXEC);
   if (source.fd < 0) {
     throw IoError(describe(shard, "cannot open tar shard", "a readable file", "no such file"));

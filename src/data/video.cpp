@@ -9,6 +9,7 @@
 #include <opencv2/videoio.hpp>
 
 #include "vilau/core/error.h"
+#include "vilau/core/file.h"
 #include "vilau/io/image.h"
 
 namespace vilau::data {
@@ -64,10 +65,7 @@ std::vector<at::Tensor> read_video_frames(const std::string& path, int64_t n) {
   if (fs::is_directory(path)) {
     return read_frame_folder(path, n);
   }
-  if (!fs::is_regular_file(path)) {
-    throw IoError(
-        describe(path, "cannot read video", "a video file or a folder of frames", "no such file"));
-  }
+  check_regular_file(path, "a video file or a folder of frames");
   cv::VideoCapture capture;
   try {
     capture.open(path);

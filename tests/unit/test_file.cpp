@@ -11,6 +11,8 @@
 #include "vilau/config.h"
 #include "vilau/core/error.h"
 #include "vilau/core/file.h"
+#include "vilau/data/tar_reader.h"
+#include "vilau/data/video.h"
 #include "vilau/io/json_file.h"
 #include "vilau/io/safetensors.h"
 
@@ -47,6 +49,11 @@ TEST_F(Files, RefusesWhatIsNotARegularFileByName) {
                 HasSubstr(path));
   }
   EXPECT_THAT(error_of<IoError>([&] { read_regular_file(fifo, "x"); }), HasSubstr("FIFO"));
+  // Tar shards and videos are streamed by libarchive and OpenCV: checked before they start.
+  EXPECT_THAT(error_of<IoError>([&] { data::read_tar_member(fifo, 0); }),
+              AllOf(HasSubstr(fifo), HasSubstr("tar shard")));
+  EXPECT_THAT(error_of<IoError>([&] { data::read_video_frames(fifo, 8); }),
+              AllOf(HasSubstr(fifo), HasSubstr("FIFO")));
   // Checkpoints are mapped, not read: the FIFO is opened without waiting, then refused.
   EXPECT_THAT(error_of<IoError>([&] { io::SafetensorsFile::open(fifo); }),
               AllOf(HasSubstr(fifo), HasSubstr("FIFO")));
