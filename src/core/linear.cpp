@@ -54,8 +54,9 @@ bool has_avx2_fma() {
 
 // The one-row fp32 product on x86 CPUs with AVX2, where BLAS's matrix-vector product
 // reaches about half the memory bandwidth (docs/performance.md) and this about all of it.
-bool applies(const at::Tensor& weight, const at::Tensor& bias, int64_t rows) {
-  return rows == 1 && has_avx2_fma() && weight.scalar_type() == at::kFloat &&
+bool applies(const at::Tensor& weight, const at::Tensor& bias, const at::Tensor& x, int64_t rows) {
+  return rows == 1 && has_avx2_fma() && x.scalar_type() == at::kFloat &&
+         weight.scalar_type() == at::kFloat &&
          (!bias.defined() || (bias.scalar_type() == at::kFloat && bias.is_contiguous()));
 }
 
@@ -74,7 +75,7 @@ at::Tensor row_product(const at::Tensor& weight, const at::Tensor& bias, const a
   return y;
 }
 #else
-bool applies(const at::Tensor&, const at::Tensor&, int64_t) { return false; }
+bool applies(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t) { return false; }
 at::Tensor row_product(const at::Tensor&, const at::Tensor&, const at::Tensor&, at::IntArrayRef) {
   return {};
 }
@@ -93,8 +94,7 @@ at::Tensor linear(const at::Tensor& weight, const at::Tensor& bias, const at::Te
   shape.back() = out;
   // Transposes and row views are written as one as_strided each: at::linear's t() and
   // view() dispatch three operators apiece, and a decode step is counted in operators.
-  if (x.device().is_cpu() && weight.numel() >= kStreamedWeights && x.scalar_type() == at::kFloat &&
-      applies(weight, bias, rows)) {
+  if (x.device().is_cpu() && weight.numel() >= kStreamedWeights && applies(weight, bias, x, rows)) {
     return row_product(weight, bias, x, shape);
   }
   if (x.device().is_cpu() && rows >= 2 && rows <= kStreamedRows &&
@@ -185,6 +185,32 @@ at::Tensor layer_norm(torch::nn::LayerNormImpl& layer, const at::Tensor& x) {
   if (at::GradMode::is_enabled() || !o.elementwise_affine()) return layer.forward(x);
   return std::get<0>(
       at::native_layer_norm(x, o.normalized_shape(), layer.weight, layer.bias, o.eps()));
+}
+
+at::Tensor split_heads(const at::Tensor& x, int64_t heads) {
+  if (x.dim() == 2 || x.size(1) == 1) {
+    return x.view({x.size(0), heads, 1, x.size(-1) / heads});
+  }
+  return x.view({x.size(0), x.size(1), heads, x.size(2) / heads}).transpose(1, 2);
+}
+
+at::Tensor fused_heads(const at::Tensor& fused, int64_t first, int64_t heads, int64_t d) {
+  const int64_t n = fused.size(0), t = fused.dim() == 2 ? 1 : fused.size(1);
+  const int64_t width = fused.size(-1);
+  return fused.as_strided({n, heads, t, d}, {t * width, d, width, 1},
+                          fused.storage_offset() + first * d);
+}
+
+at::Tensor merge_heads(const at::Tensor& x, bool rows) {
+  const int64_t width = x.size(1) * x.size(3);
+  if (x.size(2) == 1) {
+    // One position whose heads lie side by side (as SDPA writes them): a view, one
+    // operator where reshape dispatches two.
+    const bool side_by_side = x.stride(3) == 1 && x.stride(1) == x.size(3);
+    if (rows) return side_by_side ? x.view({x.size(0), width}) : x.reshape({x.size(0), width});
+    return side_by_side ? x.view({x.size(0), 1, width}) : x.reshape({x.size(0), 1, width});
+  }
+  return x.transpose(1, 2).reshape({x.size(0), x.size(2), width});
 }
 
 at::Tensor window(const at::Tensor& x, int64_t dim, int64_t start, int64_t length) {

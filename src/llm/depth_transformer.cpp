@@ -15,28 +15,6 @@ namespace {
 
 namespace F = torch::nn::functional;
 
-// [N, T, E] (or [N, E], one position) -> [N, heads, T, E / heads]; for one position a
-// view of the same memory.
-at::Tensor split_heads(const at::Tensor& x, int64_t heads) {
-  if (x.dim() == 2 || x.size(1) == 1) {
-    return x.view({x.size(0), heads, 1, x.size(-1) / heads});
-  }
-  return x.view({x.size(0), x.size(1), heads, x.size(2) / heads}).transpose(1, 2);
-}
-
-// The inverse, to [N, T, E], or [N, E] when `rows` (the input was one position a row).
-at::Tensor merge_heads(const at::Tensor& x, bool rows) {
-  const int64_t width = x.size(1) * x.size(3);
-  if (x.size(2) == 1) {
-    // One position whose heads lie side by side (as SDPA writes them): a view, one
-    // operator where reshape dispatches two.
-    const bool side_by_side = x.stride(3) == 1 && x.stride(1) == x.size(3);
-    if (rows) return side_by_side ? x.view({x.size(0), width}) : x.reshape({x.size(0), width});
-    return side_by_side ? x.view({x.size(0), 1, width}) : x.reshape({x.size(0), 1, width});
-  }
-  return x.transpose(1, 2).reshape({x.size(0), x.size(2), width});
-}
-
 void check_last_dim(const at::Tensor& x, int64_t expected, const char* what) {
   if (x.dim() < 1 || x.size(-1) != expected) {
     throw ShapeError(describe("depth transformer", what, "[..., " + std::to_string(expected) + "]",
@@ -64,16 +42,14 @@ at::Tensor DepthSelfAttentionImpl::forward(const at::Tensor& x, const at::Tensor
   const bool rows = x.dim() == 2;
   const int64_t length = rows ? 1 : x.size(1);
   const int64_t e = x.size(-1), n = x.size(0), head_dim = e / num_heads_;
-  // [..., T, heads, head_dim] of `of` as [N, heads, T, head_dim] (one operator each).
-  const auto heads = [&](const at::Tensor& of, int64_t offset) {
-    return of.as_strided({n, num_heads_, length, head_dim}, {length * 3 * e, head_dim, 3 * e, 1},
-                         of.storage_offset() + offset);
-  };
   at::Tensor q, k, v, qkv;
-  if (!is_training() && !at::GradMode::is_enabled() && qkv_.intact()) {
+  if (qkv_.in_use(is_training())) {
     qkv = qkv_.forward(x);  // [N, T, 3E]: query, key, value
-    q = heads(qkv, 0);
-    if (!kv.defined()) k = heads(qkv, e), v = heads(qkv, 2 * e);  // else read from the cache
+    q = fused_heads(qkv, 0, num_heads_, head_dim);
+    if (!kv.defined()) {  // else read from the cache
+      k = fused_heads(qkv, num_heads_, num_heads_, head_dim);
+      v = fused_heads(qkv, 2 * num_heads_, num_heads_, head_dim);
+    }
   } else {
     q = split_heads(linear(*query, x), num_heads_);
     k = split_heads(linear(*key, x), num_heads_);

@@ -211,27 +211,17 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
                                        KvCache* cache, int64_t layer) {
   // x [B, T, H], or [B, H] for one position a row (a decode step).
   const bool rows = x.dim() == 2;
-  const int64_t b = x.size(0), t = rows ? 1 : x.size(1);
-  // [B, T, n * d] -> [B, n, T, d]; for one position that is a view of the same memory.
-  const auto heads = [&](const at::Tensor& y, int64_t n) {
-    return t == 1 ? y.view({b, n, 1, head_dim_}) : y.view({b, t, n, head_dim_}).transpose(1, 2);
-  };
   at::Tensor q, k, v;
-  if (!is_training() && !at::GradMode::is_enabled() && qkv_.intact()) {
-    // [B, T, (n + 2 kv) d] read as the three head layouts, one operator each.
+  if (qkv_.in_use(is_training())) {
+    // [B, T, (n + 2 kv) d] read as the three head layouts.
     const at::Tensor qkv = qkv_.forward(x);
-    const int64_t width = qkv.size(-1);
-    const auto part = [&](int64_t n, int64_t first_head) {
-      return qkv.as_strided({b, n, t, head_dim_}, {t * width, head_dim_, width, 1},
-                            qkv.storage_offset() + first_head * head_dim_);
-    };
-    q = part(num_heads_, 0);
-    k = part(num_kv_heads_, num_heads_);
-    v = part(num_kv_heads_, num_heads_ + num_kv_heads_);
+    q = fused_heads(qkv, 0, num_heads_, head_dim_);
+    k = fused_heads(qkv, num_heads_, num_kv_heads_, head_dim_);
+    v = fused_heads(qkv, num_heads_ + num_kv_heads_, num_kv_heads_, head_dim_);
   } else {
-    q = heads(linear(*q_proj, x), num_heads_);
-    k = heads(linear(*k_proj, x), num_kv_heads_);
-    v = heads(linear(*v_proj, x), num_kv_heads_);
+    q = split_heads(linear(*q_proj, x), num_heads_);
+    k = split_heads(linear(*k_proj, x), num_kv_heads_);
+    v = split_heads(linear(*v_proj, x), num_kv_heads_);
   }
   q = apply_rotary(q, cos, sin);
   k = apply_rotary(k, cos, sin);
@@ -246,14 +236,7 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
   const at::Tensor out = at::scaled_dot_product_attention(
       q, repeat_kv(k, groups), repeat_kv(v, groups),
       mask.defined() ? std::optional(mask) : std::nullopt, 0.0, /*is_causal=*/!mask.defined());
-  const int64_t width = num_heads_ * head_dim_;
-  // One position whose heads lie side by side (as SDPA writes them) merges as a view.
-  const bool side_by_side = t == 1 && out.stride(3) == 1 && out.stride(1) == head_dim_;
-  const at::Tensor merged = rows ? (side_by_side ? out.view({b, width}) : out.reshape({b, width}))
-                            : side_by_side ? out.view({b, 1, width})
-                            : t == 1       ? out.reshape({b, 1, width})
-                                           : out.transpose(1, 2).reshape({b, t, width});
-  return linear(*o_proj, merged);
+  return linear(*o_proj, merge_heads(out, rows));
 }
 
 LlamaMlpImpl::LlamaMlpImpl(int64_t hidden_size, int64_t intermediate_size) {
@@ -267,7 +250,7 @@ void LlamaMlpImpl::fuse_projections() {
 }
 
 at::Tensor LlamaMlpImpl::forward(const at::Tensor& x) {
-  if (!is_training() && !at::GradMode::is_enabled() && gate_up_.intact()) {
+  if (gate_up_.in_use(is_training())) {
     const at::Tensor gate_up = gate_up_.forward(x);
     const int64_t width = gate_up.size(-1) / 2;
     return linear(*down_proj,
