@@ -12,39 +12,45 @@
 
 namespace vilau::io {
 
-at::Tensor read_image(const std::string& path) {
+namespace {
+
+// The file decoded by OpenCV with `flags`; IoError or FormatError naming it.
+cv::Mat decode_file(const std::string& path, int flags) {
   if (!std::filesystem::is_regular_file(path)) {
     throw IoError(describe(path, "cannot read image", "an image file", "no such file"));
   }
-  cv::Mat bgr;
+  cv::Mat image;
   try {
-    bgr = cv::imread(path, cv::IMREAD_COLOR);
+    image = cv::imread(path, flags);
   } catch (const cv::Exception& e) {
     throw FormatError(
         describe(path, "cannot decode image", "a PNG, JPEG or other OpenCV format", e.what()));
   }
-  if (bgr.empty()) {
+  if (image.empty()) {
     throw FormatError(describe(path, "cannot decode image", "a PNG, JPEG or other OpenCV format",
                                "a corrupt or unsupported file"));
   }
+  return image;
+}
+
+at::Tensor to_tensor(const cv::Mat& image) {
+  return torch::from_blob(image.data, {image.rows, image.cols, image.channels()}, torch::kUInt8)
+      .clone();
+}
+
+}  // namespace
+
+at::Tensor read_image(const std::string& path) {
   cv::Mat rgb;
-  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
-  return torch::from_blob(rgb.data, {rgb.rows, rgb.cols, 3}, torch::kUInt8).clone();
+  cv::cvtColor(decode_file(path, cv::IMREAD_COLOR), rgb, cv::COLOR_BGR2RGB);
+  return to_tensor(rgb);
 }
 
 at::Tensor read_image_with_alpha(const std::string& path) {
-  if (!std::filesystem::is_regular_file(path)) {
-    throw IoError(describe(path, "cannot read image", "an image file", "no such file"));
-  }
-  cv::Mat raw;
-  try {
-    raw = cv::imread(path, cv::IMREAD_UNCHANGED);
-  } catch (const cv::Exception& e) {
-    throw FormatError(
-        describe(path, "cannot decode image", "a PNG, JPEG or other OpenCV format", e.what()));
-  }
-  // Without alpha, or deeper than 8 bits: read_image's conversion.
-  if (raw.empty() || raw.depth() != CV_8U || (raw.channels() != 2 && raw.channels() != 4)) {
+  const cv::Mat raw = decode_file(path, cv::IMREAD_UNCHANGED);
+  // Without alpha, or deeper than 8 bits: read_image's conversion (which also applies a
+  // JPEG's EXIF orientation, as IMREAD_UNCHANGED does not).
+  if (raw.depth() != CV_8U || (raw.channels() != 2 && raw.channels() != 4)) {
     return read_image(path);
   }
   cv::Mat rgba;
@@ -55,7 +61,7 @@ at::Tensor read_image_with_alpha(const std::string& path) {
     cv::split(raw, planes);
     cv::merge(std::vector<cv::Mat>{planes[0], planes[0], planes[0], planes[1]}, rgba);
   }
-  return torch::from_blob(rgba.data, {rgba.rows, rgba.cols, 4}, torch::kUInt8).clone();
+  return to_tensor(rgba);
 }
 
 void write_image(const std::string& path, const at::Tensor& rgb) {
