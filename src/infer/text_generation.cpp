@@ -14,9 +14,6 @@ namespace vilau {
 
 namespace {
 
-// Decoding a partial UTF-8 sequence (byte-fallback pieces) yields this character.
-constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
-
 struct RowState {
   explicit RowState(const Tokenizer& tokenizer) : detokenizer(tokenizer, true) {}
   Detokenizer detokenizer;
@@ -49,8 +46,8 @@ size_t printable_length(const std::string& text, const std::vector<std::string>&
       }
     }
   }
-  const size_t bad = text.rfind(kReplacement);
-  if (bad != std::string::npos && bad + kReplacement.size() == text.size()) {
+  const size_t bad = text.rfind(kReplacementCharacter);
+  if (bad != std::string::npos && bad + kReplacementCharacter.size() == text.size()) {
     keep = std::min(keep, bad);
   }
   return keep;

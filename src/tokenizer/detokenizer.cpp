@@ -6,8 +6,6 @@ namespace vilau {
 
 namespace {
 
-constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
-
 bool ends_with(const std::string& s, std::string_view tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
@@ -26,7 +24,7 @@ const std::string& Detokenizer::push(int64_t token) {
   };
   const std::string shown = window(read_);
   const std::string now = window(tokens_.size());
-  if (now.size() <= shown.size() || ends_with(now, kReplacement)) return text_;
+  if (now.size() <= shown.size() || ends_with(now, kReplacementCharacter)) return text_;
   if (now.compare(0, shown.size(), shown) == 0) {
     text_ += now.substr(shown.size());
   } else {

@@ -7,11 +7,15 @@
 // follows that token's text, and waits while the window ends in U+FFFD.
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "vilau/tokenizer/tokenizer.h"
 
 namespace vilau {
+
+// What decoding a partial UTF-8 sequence (byte-fallback pieces) yields: U+FFFD.
+inline constexpr std::string_view kReplacementCharacter = "\xEF\xBF\xBD";
 
 class Detokenizer {
  public:
