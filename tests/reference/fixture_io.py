@@ -1,6 +1,8 @@
 """Shared by the fixture scripts in this folder."""
 import json
+import os
 import subprocess
+import types
 
 import torch
 
@@ -12,6 +14,21 @@ def vila_u_commit(root):
                               text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def load_vila_u_file(root, path, replace=None):
+    """A module of the VILA-U checkout `root` that needs only torch (and numpy), executed on
+    its own, without importing the package around it. `replace` (old, new) patches its
+    source first; `old` must occur exactly once, so that a changed file is noticed."""
+    with open(os.path.join(root, path)) as f:
+        source = f.read()
+    if replace is not None:
+        old, new = replace
+        assert source.count(old) == 1, f"{path} changed: check the patch of {old!r}"
+        source = source.replace(old, new)
+    module = types.ModuleType(os.path.splitext(os.path.basename(path))[0])
+    exec(compile(source, path, "exec"), module.__dict__)
+    return module
 
 
 def save_safetensors(path, tensors, metadata):

@@ -12,12 +12,11 @@ https://github.com/mit-han-lab/vila-u:
 
 import argparse
 import os
-import types
 
 import torch
 import torch.nn.functional as F
 
-from fixture_io import save_safetensors, vila_u_commit
+from fixture_io import load_vila_u_file, save_safetensors, vila_u_commit
 
 MODULES = "vila_u/model/multimodal_encoder/rqvaesigliptransformer/rqvaesiglip/modules.py"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -37,11 +36,7 @@ def main():
     # The official Upsample casts its output to bf16 whatever the model dtype; this fp32
     # reference drops that cast (vilau keeps the working dtype, docs/official-quirks.md).
     # Nearest-neighbour doubling is exact, so nothing else changes.
-    with open(os.path.join(args.vila_u, MODULES)) as f:
-        source = f.read()
-    assert source.count(".to(torch.bfloat16)") == 1, "modules.py changed: check the patch"
-    modules = types.ModuleType("modules")
-    exec(compile(source.replace(".to(torch.bfloat16)", ""), MODULES, "exec"), modules.__dict__)
+    modules = load_vila_u_file(args.vila_u, MODULES, replace=(".to(torch.bfloat16)", ""))
 
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(1)

@@ -15,11 +15,10 @@ https://github.com/mit-han-lab/vila-u:
 
 import argparse
 import os
-import types
 
 import torch
 
-from fixture_io import save_safetensors, vila_u_commit
+from fixture_io import load_vila_u_file, save_safetensors, vila_u_commit
 
 QUANTIZATIONS = "vila_u/model/multimodal_encoder/rqvaesigliptransformer/rqvaesiglip/quantizations.py"
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,10 +30,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--vila-u", required=True, help="a checkout of mit-han-lab/vila-u")
     args = ap.parse_args()
-    with open(os.path.join(args.vila_u, QUANTIZATIONS)) as f:
-        source = f.read()
-    quantizations = types.ModuleType("quantizations")
-    exec(compile(source, QUANTIZATIONS, "exec"), quantizations.__dict__)
+    quantizations = load_vila_u_file(args.vila_u, QUANTIZATIONS)
 
     generator = torch.Generator().manual_seed(0)
     out = {}

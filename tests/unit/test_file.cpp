@@ -24,18 +24,7 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 using vilau::testing::error_of;
 
-class Files : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("vilau_files_" + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  fs::path dir_;
-};
+using Files = vilau::testing::TempDirTest;
 
 TEST_F(Files, RefusesWhatIsNotARegularFileByName) {
   const std::string fifo = (dir_ / "config.yaml").string();
